@@ -1,0 +1,154 @@
+"""ImageNet-style image folders: the ADM centre crop, uint8 tensors, and the device-side [-1, 1] map.
+
+Layout: ``root/<class name>/<image>``; classes are the sorted sub-folder names (index = position).
+Images are decoded and centre-cropped in the loader workers and stay uint8 (B, 3, H, W) until they reach
+the device, where :func:`to_model_range` maps them to [-1, 1] and :func:`random_flip` flips half of them
+horizontally with the training generator (so the flip is part of the resumable random state).
+
+Errors are clear: a missing folder, a folder with no class sub-folders or no images, and an unreadable
+image (with ``bad_images="error"``, the default) each raise with the path; with ``bad_images="skip"`` an
+unreadable image is logged with its path and dropped from its batch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from manifold_lab.checks import ConfigError, check_choice
+
+log = logging.getLogger(__name__)
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".jpeg")
+
+
+class BadImageError(RuntimeError):
+    """An image file could not be read or decoded."""
+
+
+def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
+    """ADM centre crop: halve with BOX while the short side >= 2 * size, BICUBIC-resize the short side
+    to ``image_size``, then crop the centre ``image_size`` square."""
+    while min(*pil_image.size) >= 2 * image_size:
+        pil_image = pil_image.resize(tuple(s // 2 for s in pil_image.size), resample=Image.BOX)
+    scale = image_size / min(*pil_image.size)
+    pil_image = pil_image.resize(tuple(round(s * scale) for s in pil_image.size), resample=Image.BICUBIC)
+    arr = np.asarray(pil_image)
+    top = (arr.shape[0] - image_size) // 2
+    left = (arr.shape[1] - image_size) // 2
+    return Image.fromarray(arr[top:top + image_size, left:left + image_size])
+
+
+def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
+    """(class names, [(path, class index)]) of an ImageFolder, sorted. Raises on a missing or empty folder."""
+    root = Path(root)
+    if not str(root):
+        raise ConfigError("no data folder given (set data_path / --data-path to an ImageFolder root)")
+    if not root.is_dir():
+        raise FileNotFoundError(f"data folder {root} does not exist (expected root/<class>/<image> files)")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"data folder {root} has no class sub-folders (expected root/<class>/<image>)")
+    samples = []
+    for i, c in enumerate(classes):
+        for dirpath, _, files in sorted(os.walk(root / c, followlinks=True)):
+            for f in sorted(files):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    samples.append((os.path.join(dirpath, f), i))
+    if not samples:
+        raise FileNotFoundError(f"data folder {root} has {len(classes)} class folder(s) but no images "
+                                f"(extensions: {', '.join(sorted(set(IMG_EXTENSIONS)))})")
+    return classes, samples
+
+
+def load_image(path: str, image_size: int) -> torch.Tensor:
+    """Read one image as RGB, ADM-centre-crop it, return uint8 (3, size, size). Raises BadImageError."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except Exception as e:  # PIL raises many types for truncated or non-image files
+        raise BadImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    arr = np.asarray(center_crop_arr(im, image_size))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Items are (uint8 image (3, S, S), class index). Randomness (the flip) is left to the device side.
+
+    bad_images: "error" raises BadImageError naming the path; "skip" logs it and returns None for the
+    item, which :func:`collate_skip_none` drops from its batch.
+    """
+
+    def __init__(self, root: str | os.PathLike, image_size: int, *, bad_images: str = "error"):
+        check_choice("bad_images", bad_images, ("error", "skip"))
+        self.root, self.image_size, self.bad_images = str(root), int(image_size), bad_images
+        self.classes, self.samples = scan_image_folder(root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        try:
+            return load_image(path, self.image_size), label
+        except BadImageError as e:
+            if self.bad_images == "skip":
+                log.warning("skipping unreadable image %s", path)
+                print(f"warning: skipping unreadable image {path}", flush=True)
+                return None
+            raise BadImageError(f"{e} (pass --bad-images skip to log and skip unreadable images)") from None
+
+
+def collate_skip_none(batch):
+    """Default collation of (image, label) items, dropping the None of skipped images."""
+    batch = [b for b in batch if b is not None]
+    if not batch:
+        return torch.empty(0, 3, 1, 1, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    return torch.stack([b[0] for b in batch]), torch.tensor([b[1] for b in batch], dtype=torch.long)
+
+
+class ResumableDistributedSampler(torch.utils.data.DistributedSampler):
+    """DistributedSampler (per-epoch shuffle, drop_last) that can start part-way into an epoch.
+
+    ``set_epoch(epoch, start=k)`` skips this rank's first k indices of that epoch's permutation, so a
+    resumed run reads exactly the samples an uninterrupted run would have read.
+    """
+
+    def __init__(self, dataset, *, num_replicas: int = 1, rank: int = 0, seed: int = 0, shuffle: bool = True):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=True)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:  # type: ignore[override]
+        super().set_epoch(epoch)
+        self.start = int(start)
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def to_model_range(u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (on whatever device u8 is)."""
+    return u8.float().div_(127.5).sub_(1.0)
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image of (B, C, H, W) horizontally with probability 1/2, drawing from ``generator``."""
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images (B, C, H, W) -> uint8 (B, H, W, C) on the CPU: (x+1)/2 * 255, rounded, clipped."""
+    return ((x.float() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()

@@ -1,0 +1,87 @@
+"""The objective every network trains with, and the velocity every sampler integrates.
+
+A net is dumb: ``net(z, t[, y]) -> tensor shaped like z``. The :class:`Denoiser` says what that tensor
+means (``pred``: x, eps or v) and where the loss is measured (``loss``: x, eps or v), using
+:mod:`manifold_lab.param` for all algebra. The trainer sees one call, ``denoiser.loss(net, x, y)``,
+which returns per-sample losses of shape (B,).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from manifold_lab import param
+from manifold_lab.checks import ConfigError
+from manifold_lab.schedule import TimeSampler
+
+
+def _call(net, z, t, y):
+    return net(z, t) if y is None else net(z, t, y)
+
+
+@dataclass
+class Denoiser:
+    """Target, loss space and noise process of a denoising model (t = 1 clean).
+
+    pred: how the net output is read (x, eps, v). loss: the space of the squared error (x, eps, v).
+    t_sampler: training-time t. t_eps: the clamp of (1 - t) and t in divisions (JiT 0.05).
+    noise_scale: eps ~ N(0, noise_scale^2 I) (JiT: image_size / 256).
+    num_classes / label_drop: class conditioning; with probability label_drop a label is replaced by the
+    null class ``num_classes`` (classifier-free guidance training). num_classes None = unconditional.
+    """
+
+    pred: str = "x"
+    loss: str = "v"
+    t_sampler: TimeSampler = field(default_factory=TimeSampler)
+    t_eps: float = param.T_EPS
+    noise_scale: float = 1.0
+    num_classes: int | None = None
+    label_drop: float = 0.0
+
+    def __post_init__(self):
+        param.check_target("prediction target", self.pred)
+        param.check_target("loss space", self.loss)
+        if not 0 < self.t_eps < 1:
+            raise ConfigError(f"t_eps must be in (0, 1), got {self.t_eps!r}")
+        if not self.noise_scale > 0:
+            raise ConfigError(f"noise_scale must be > 0, got {self.noise_scale!r}")
+        if not 0 <= self.label_drop < 1:
+            raise ConfigError(f"label_drop must be in [0, 1), got {self.label_drop!r}")
+
+    # ---- training ----------------------------------------------------------------------------
+    def drop_labels(self, y: torch.Tensor | None, generator: torch.Generator | None = None):
+        """Replace each label by the null class num_classes with probability label_drop."""
+        if y is None or self.label_drop == 0:
+            return y
+        drop = torch.rand(y.shape[0], device=y.device, generator=generator) < self.label_drop
+        return torch.where(drop, torch.full_like(y, self.num_classes), y)
+
+    def loss_terms(self, net, x: torch.Tensor, y: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One noising draw and the per-sample loss. x: (B, ...) clean data; y: (B,) labels or None.
+
+        Returns {"loss": (B,), "t": (B,)}.
+        """
+        b = x.shape[0]
+        t = self.t_sampler(b, device=x.device, generator=generator)
+        eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) * self.noise_scale
+        z = param.interpolate(x, eps, t)
+        out = _call(net, z, t, self.drop_labels(y, generator))
+        losses = param.loss(out, pred_type=self.pred, loss_space=self.loss, x=x, eps=eps, z=z, t=t,
+                            t_eps=self.t_eps)
+        return {"loss": losses, "t": t}
+
+    def loss_per_sample(self, net, x, y=None, generator=None) -> torch.Tensor:
+        """Per-sample loss (B,) for clean x (B, ...) and optional labels y (B,)."""
+        return self.loss_terms(net, x, y, generator)["loss"]
+
+    # ---- sampling ----------------------------------------------------------------------------
+    def velocity(self, net, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """v = dz/dt at (z, t) from the net's output, through the same clamp as training. t: (B,)."""
+        out = _call(net, z, t, y)
+        return param.convert(out.float(), self.pred, "v", z.float(), t, self.t_eps)
+
+    def noise(self, shape, *, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The starting point z(t=0) of sampling: N(0, noise_scale^2 I) of the given shape."""
+        return torch.randn(shape, device=device, generator=generator) * self.noise_scale

@@ -1,0 +1,137 @@
+"""The small real-image experiment (the paper's Table 2 at laptop scale): a JiT on photo crops.
+
+The sequence length is fixed (``grid_side`` x ``grid_side`` tokens, 16 by default) and the patch size sets
+both the resolution and the token dimension, as in the paper (JiT-B/16 at 256 px against JiT-B/4 at 64 px):
+
+    patch 8 -> 32 px images, 8*8*3 = 192-d tokens   (well above a width of 64: "high-dimensional")
+    patch 4 -> 16 px images,          48-d tokens
+    patch 2 ->  8 px images,          12-d tokens   (well below the width: "low-dimensional")
+
+Every resolution shows the same pictures (the shipped 32 px crops, box-downsampled), see
+:mod:`manifold_lab.data.real_images`. ``run_image_point(ImageConfig(...), out_dir)`` trains, samples,
+measures (:mod:`manifold_lab.metrics.images`) and writes the run folder::
+
+    out_dir/metrics.json   fd_feat, fd_pix, their real-vs-real floors, final_loss, timings, sizes (flat dict)
+    out_dir/config.json    the resolved ImageConfig
+    out_dir/curve.csv      the training loss per step
+    out_dir/samples.png    an 8 x 8 grid of generated images (nearest-upscaled to >= 32 px per image)
+    out_dir/samples.npz    those 64 images, uint8 (64, 3, H, W)
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from manifold_lab import io, param
+from manifold_lab.checks import ConfigError, check_choice, check_positive
+from manifold_lab.data.real_images import make_image_set, to_uint8
+from manifold_lab.denoiser import Denoiser
+from manifold_lab.metrics.features import load_feature_net
+from manifold_lab.metrics.images import ImageMetric
+from manifold_lab.nets.jit import JiT
+from manifold_lab.sample import SOLVERS, generate
+from manifold_lab.schedule import TimeSampler
+from manifold_lab.train.loop import TrainConfig, train
+
+N_GRID = 64   # images in the saved sample grid
+
+
+@dataclass
+class ImageConfig:
+    data: str = "skimage"       # skimage (shipped photo crops) or a path to an image folder
+    patch: int = 8              # patch size p; images are p * grid_side px; tokens are p*p*3-d
+    grid_side: int = 4          # tokens per side (sequence length grid_side^2, fixed across patch sizes)
+    width: int = 64             # JiT hidden size
+    depth: int = 4              # JiT blocks
+    heads: int = 4              # attention heads
+    bottleneck: int = 0         # bottleneck patch-embed dim (0: plain linear patch embedding)
+    rope: bool = True           # 2-D RoPE in attention
+    qk_norm: bool = True        # RMS-normalised queries and keys
+    pred: str = "x"             # what the network outputs: x, eps or v
+    loss: str = "v"             # the space of the squared error: x, eps or v
+    mu: float = -0.8            # logit-normal mean of training t (negative is noisier; paper: -0.8)
+    sigma: float = 0.8          # logit-normal std of training t
+    noise_scale: float = 1.0    # eps ~ N(0, noise_scale^2) against images in [-1, 1]
+    t_eps: float = 0.05         # clamp of (1 - t) and t in divisions, training and sampling
+    steps: int = 1000           # training steps
+    batch: int = 128            # training batch
+    lr: float = 1e-3            # AdamW learning rate (constant after warm-up)
+    warmup: int = 50            # linear lr warm-up steps
+    ema: float = 0.99           # EMA decay of the evaluated weights (0 turns it off)
+    n_train: int = 20000        # training images (the reference split is 2000 more)
+    n_samples: int = 500        # generated images for the metric (the real-vs-real floor uses as many)
+    solver: str = "heun"        # ODE solver: heun (last step Euler) or euler
+    sample_steps: int = 20      # ODE steps from noise (t 0) to data (t 1)
+    feat_steps: int = 1000      # training steps of the metric's feature net (cached per data set)
+    seed: int = 0               # seeds init, training draws and sampling (data and feature net: seed 0)
+
+    def __post_init__(self):
+        for name in ("patch", "grid_side", "width", "depth", "heads", "steps", "batch", "n_train",
+                     "n_samples", "sample_steps", "feat_steps"):
+            check_positive(name, getattr(self, name), integer=True)
+        param.check_target("prediction target", self.pred)
+        param.check_target("loss space", self.loss)
+        check_choice("solver", self.solver, SOLVERS)
+        check_positive("lr", self.lr)
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema!r}")
+        if self.bottleneck < 0:
+            raise ConfigError(f"bottleneck must be >= 0 (0 = plain patch embedding), got {self.bottleneck!r}")
+
+    @property
+    def img_size(self) -> int:
+        return self.patch * self.grid_side
+
+    @property
+    def token_dim(self) -> int:
+        return 3 * self.patch ** 2
+
+
+def make_net(cfg: ImageConfig) -> JiT:
+    """An unconditional JiT without in-context tokens, initialised under cfg.seed."""
+    torch.manual_seed(cfg.seed)
+    return JiT(img_size=cfg.img_size, patch_size=cfg.patch, hidden_size=cfg.width, depth=cfg.depth,
+               num_heads=cfg.heads, num_classes=None, bottleneck_dim=cfg.bottleneck or None, rope=cfg.rope,
+               qk_norm=cfg.qk_norm, in_context_len=0)
+
+
+def run_image_point(cfg: ImageConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, float]:
+    """Train, sample and measure one image run; write the run folder (see the module docstring)."""
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    images = make_image_set(cfg.data, cfg.img_size, n_train=cfg.n_train)
+    feature_net, feat_info = load_feature_net(images, steps=cfg.feat_steps)
+    metric = ImageMetric(images, feature_net, n_floor=cfg.n_samples)
+    net = make_net(cfg)
+    den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_sampler=TimeSampler("logit_normal", cfg.mu, cfg.sigma),
+                   t_eps=cfg.t_eps, noise_scale=cfg.noise_scale)
+    tcfg = TrainConfig(steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, warmup=cfg.warmup,
+                       ema_decay=cfg.ema or None, seed=cfg.seed)
+    result = train(net, den, images.batch_fn(), tcfg, progress=progress,
+                   desc=f"p{cfg.patch} w{cfg.width} {cfg.pred}-pred {cfg.loss}-loss")
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
+    with torch.no_grad():
+        samples = generate(den, result.eval_net, (cfg.n_samples, 3, cfg.img_size, cfg.img_size),
+                           steps=cfg.sample_steps, solver=cfg.solver, generator=g)
+    sample_s = time.perf_counter() - t0
+    metrics = metric(samples) | feat_info | {
+        "final_loss": float(result.curve.loss.tail(max(1, cfg.steps // 10)).mean()),
+        "token_dim": cfg.token_dim, "img_size": cfg.img_size,
+        "params": sum(p.numel() for p in net.parameters()),
+        "train_s": result.wall_s, "sample_s": sample_s, "wall_s": time.perf_counter() - start,
+    }
+
+    from manifold_lab.plots.images import save_image_grid
+    grid = to_uint8(samples[:N_GRID])
+    io.save_npz(out_dir / "samples.npz", samples=grid)
+    save_image_grid(out_dir / "samples.png", grid)
+    io.save_table(out_dir / "curve.csv", result.curve)
+    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg) | {"img_size": cfg.img_size,
+                                                                        "token_dim": cfg.token_dim})
+    io.write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
+    return metrics

@@ -1,0 +1,82 @@
+"""Atomic file writes: write to a temporary name in the same folder, then os.replace.
+
+A killed process therefore never leaves a half-written file under the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` atomically. Returns the final Path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    return atomic_write(path, w)
+
+
+def write_json(path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (Path, tuple, set)):
+        return str(o) if isinstance(o, Path) else list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_torch(path, obj: Any) -> Path:
+    import torch
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def save_npz(path, **arrays) -> Path:
+    import numpy as np
+
+    def w(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return atomic_write(path, w)
+
+
+def save_table(path, df) -> Path:
+    """Write a DataFrame as CSV (.csv) or parquet (.parquet), chosen by the suffix."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def save_figure(path, fig, dpi: int = 130) -> Path:
+    """Save a matplotlib Figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return out

@@ -1,0 +1,1 @@
+"""Metrics: toy manifold metrics, image metrics, FID/IS."""

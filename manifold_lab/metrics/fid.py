@@ -1,0 +1,271 @@
+"""FID and IS the way the paper measures them: torch-fidelity's Inception-v3, against a reference stats file.
+
+* ``prepare-ref``: ADM-centre-crop every image of a folder (e.g. ImageNet train) and store the Inception
+  pool-feature statistics (``mu``, ``sigma``) in an npz: the reference of the FID.
+* ``fid``: FID and IS of a folder of sample PNGs. Features come from one torch-fidelity pass (the same
+  extraction ``torch_fidelity.calculate_metrics`` runs); IS uses the logits, FID the 2048-d pool features
+  against the reference file (what the paper's customised torch-fidelity does with
+  ``fid_statistics_file``).
+
+Nothing is downloaded: the Inception weights are a local file given by ``--inception-weights`` or the
+``MANIFOLD_LAB_INCEPTION_WEIGHTS`` environment variable. ``--feature-extractor tiny`` selects a small,
+seeded, locally built conv net that stands in for Inception in tests (its numbers are not FIDs).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from manifold_lab.io import atomic_write, write_json
+
+ENV_WEIGHTS = "MANIFOLD_LAB_INCEPTION_WEIGHTS"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+EXTRACTORS = {  # our name -> (torch-fidelity registry name, FID layer, IS layer)
+    "inception": ("inception-v3-compat", "2048", "logits_unbiased"),
+    "tiny": ("manifold-lab-tiny-stand-in", "pool", "logits"),
+}
+
+
+def resolve_inception_weights(path: str | None = None) -> str:
+    """The local Inception weights file: ``path``, else $MANIFOLD_LAB_INCEPTION_WEIGHTS. One-line error if absent."""
+    p = path or os.environ.get(ENV_WEIGHTS)
+    if not p or not Path(p).is_file():
+        where = f"{p!r} does not exist" if p else "no path given"
+        raise FileNotFoundError(
+            f"Inception weights not found ({where}): download {INCEPTION_URL} (the pt_inception-2015-12-05 "
+            f"weights torch-fidelity uses) on a machine with internet, copy it here, and pass "
+            f"--inception-weights PATH or set {ENV_WEIGHTS}=PATH")
+    return str(p)
+
+
+# ---- the stand-in feature extractor ----------------------------------------------------------------
+def _tiny_extractor_class():
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+
+    class TinyStandIn(FeatureExtractorBase):
+        """A seeded random conv net on 32x32 inputs: 'pool' (16-d) for FID, 'logits' (10) for IS.
+
+        Built inside a forked RNG with a fixed seed: the same weights every time, global RNG untouched.
+        """
+
+        def __init__(self, name, features_list, **kwargs):
+            super().__init__(name, features_list)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1234)
+                self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.Tanh(),
+                                          nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Tanh(),
+                                          nn.AdaptiveAvgPool2d(1), nn.Flatten())
+                self.head = nn.Linear(16, 10)
+            self.requires_grad_(False).eval()
+
+        @staticmethod
+        def get_provided_features_list():
+            return "pool", "logits"
+
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return {"fid": "pool", "isc": "logits", "kid": "pool", "prc": "pool"}[metric]
+
+        @staticmethod
+        def can_be_compiled():
+            return False
+
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+
+        def forward(self, x):
+            x = nn.functional.interpolate(x.float() / 127.5 - 1, size=(32, 32), mode="bilinear",
+                                          align_corners=False)
+            pool = self.body(x)
+            feats = {"pool": pool, "logits": self.head(pool) * 4.0}
+            return tuple(feats[a] for a in self.features_list)
+
+    return TinyStandIn
+
+
+def _ensure_registered(kind: str) -> None:
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    name = EXTRACTORS[kind][0]
+    if kind == "tiny" and name not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(name, _tiny_extractor_class())
+
+
+def fidelity_kwargs(kind: str = "inception", weights: str | None = None, *, batch_size: int = 64,
+                    cuda: bool | None = None, verbose: bool = False) -> dict:
+    """torch-fidelity keyword arguments for our extractor choice (checks the weights file first)."""
+    if kind not in EXTRACTORS:
+        from manifold_lab.checks import ConfigError
+        raise ConfigError(f"unknown feature extractor {kind!r}; allowed: {', '.join(EXTRACTORS)}")
+    _ensure_registered(kind)
+    name, fid_layer, isc_layer = EXTRACTORS[kind]
+    kw = dict(feature_extractor=name, feature_layer_fid=fid_layer, feature_layer_isc=isc_layer,
+              batch_size=batch_size, cuda=torch.cuda.is_available() if cuda is None else cuda,
+              verbose=verbose, save_cpu_ram=True, cache=False, samples_find_deep=False, samples_find_ext="png")
+    if kind == "inception":
+        kw["feature_extractor_weights_path"] = resolve_inception_weights(weights)
+    return kw
+
+
+def _extractor(kw: dict):
+    from torch_fidelity.utils import create_feature_extractor
+
+    layers = sorted({kw["feature_layer_fid"], kw["feature_layer_isc"]})
+    return create_feature_extractor(kw["feature_extractor"], layers, **kw)
+
+
+# ---- reference statistics ----------------------------------------------------------------------------
+class _CroppedImages(torch.utils.data.Dataset):
+    """Every image file under a folder (recursively), ADM-centre-cropped to uint8 (3, S, S)."""
+
+    def __init__(self, root, image_size: int, max_images: int | None = None):
+        from manifold_lab.data.imagefolder import IMG_EXTENSIONS
+
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder {root} does not exist")
+        files = sorted(str(Path(d) / f) for d, _, fs in os.walk(root, followlinks=True) for f in fs
+                       if f.lower().endswith(IMG_EXTENSIONS))
+        if not files:
+            raise FileNotFoundError(f"no images found under {root}")
+        self.files = files[:max_images] if max_images else files
+        self.image_size = image_size
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from manifold_lab.data.imagefolder import load_image
+        return load_image(self.files[i], self.image_size)
+
+
+class _NpzImages(torch.utils.data.Dataset):
+    """The images of a samples npz (arr_0: (N, H, W, 3) uint8, the ADM / `sample --format npz` layout)."""
+
+    def __init__(self, path):
+        with np.load(path) as z:
+            if "arr_0" not in z:
+                raise ValueError(f"{path} has no arr_0 (N, H, W, 3) uint8 array; it has {', '.join(z.files)}")
+            self.arr = z["arr_0"]
+        if self.arr.ndim != 4 or self.arr.shape[-1] != 3 or self.arr.dtype != np.uint8:
+            raise ValueError(f"{path}: arr_0 must be (N, H, W, 3) uint8, got {self.arr.shape} {self.arr.dtype}")
+
+    def __len__(self):
+        return len(self.arr)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.arr[i]).permute(2, 0, 1).contiguous()
+
+
+def stats_from_features(features: torch.Tensor) -> dict:
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+    s = fid_features_to_statistics(features)
+    return {"mu": np.asarray(s["mu"], dtype=np.float64), "sigma": np.asarray(s["sigma"], dtype=np.float64)}
+
+
+def prepare_ref(image_dir, out_path, *, image_size: int, kind: str = "inception", weights: str | None = None,
+                batch_size: int = 64, max_images: int | None = None, verbose: bool = True) -> Path:
+    """Centre-crop every image under image_dir, extract FID features, write {mu, sigma} to out_path (npz)."""
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    kw = fidelity_kwargs(kind, weights, batch_size=batch_size, verbose=verbose)
+    data = _CroppedImages(image_dir, image_size, max_images)
+    fe = _extractor(kw)
+    feats = get_featuresdict_from_dataset(data, fe, batch_size, kw["cuda"], True, verbose)
+    stats = stats_from_features(feats[kw["feature_layer_fid"]])
+
+    def w(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, mu=stats["mu"], sigma=stats["sigma"], extractor=kind, image_size=image_size,
+                     num_images=len(data))
+    return atomic_write(out_path, w)
+
+
+def load_ref_stats(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference statistics {path} not found; build them with "
+                                "`python -m manifold_lab prepare-ref --data-path TRAIN_DIR --out FILE.npz`")
+    with np.load(path) as z:
+        if "mu" not in z or "sigma" not in z:
+            raise ValueError(f"{path} must hold arrays 'mu' and 'sigma'; it has {', '.join(z.files)}")
+        return {"mu": z["mu"].astype(np.float64), "sigma": z["sigma"].astype(np.float64)}
+
+
+# ---- evaluation --------------------------------------------------------------------------------------
+def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights: str | None = None,
+                    batch_size: int = 64, isc_splits: int = 10, verbose: bool = False) -> dict:
+    """FID (against ``ref_stats``: an npz path or a {mu, sigma} dict) and IS of the PNGs in samples_dir."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+    from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+    from torch_fidelity.utils import extract_featuresdict_from_input_id
+
+    kw = fidelity_kwargs(kind, weights, batch_size=batch_size, verbose=verbose)   # weights first
+    ref = load_ref_stats(ref_stats) if not isinstance(ref_stats, dict) else ref_stats
+    samples_dir = Path(samples_dir)
+    if samples_dir.suffix == ".npz" and samples_dir.is_file():
+        source = _NpzImages(samples_dir)
+    elif samples_dir.is_dir() and any(samples_dir.glob("*.png")):
+        source = str(samples_dir)
+    else:
+        raise FileNotFoundError(f"no PNG samples in {samples_dir} (give a folder of PNGs or a samples .npz)")
+    kw.update(input1=source, isc_splits=isc_splits)
+    fe = _extractor(kw)
+    feats = extract_featuresdict_from_input_id(1, fe, **kw)
+    isc = isc_featuresdict_to_metric(feats, kw["feature_layer_isc"], **kw)
+    stats = stats_from_features(feats[kw["feature_layer_fid"]])
+    if stats["mu"].shape != ref["mu"].shape:
+        raise ValueError(f"reference statistics have {ref['mu'].shape[0]} features, the extractor gives "
+                         f"{stats['mu'].shape[0]}: were they built with another feature extractor?")
+    fid = fid_statistics_to_metric(stats, ref, verbose)["frechet_inception_distance"]
+    return {"fid": float(fid), "is_mean": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
+            "num_samples": int(feats[kw["feature_layer_fid"]].shape[0])}
+
+
+# ---- command line ----------------------------------------------------------------------------------
+def add_extractor_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inception-weights", default=None,
+                   help=f"local {INCEPTION_FILE} (or set {ENV_WEIGHTS})")
+    p.add_argument("--feature-extractor", default="inception", choices=sorted(EXTRACTORS),
+                   help="inception (the paper's), or tiny: a seeded stand-in for tests, not a real FID")
+    p.add_argument("--fid-batch-size", type=int, default=64)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fid", help="FID and IS of a folder of sample PNGs against reference statistics")
+    p.add_argument("samples", help="folder of PNG samples, or a samples .npz (arr_0), e.g. from `sample`")
+    p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref)")
+    p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    add_extractor_flags(p)
+    p.set_defaults(func=_main_fid)
+
+    q = subparsers.add_parser("prepare-ref", help="build FID reference statistics from an image folder")
+    q.add_argument("--data-path", required=True, help="image folder, e.g. ImageNet train (searched recursively)")
+    q.add_argument("--img-size", type=int, required=True, help="ADM centre-crop size (256 or 512 in the paper)")
+    q.add_argument("--out", required=True, help="output npz (mu, sigma)")
+    q.add_argument("--max-images", type=int, default=None)
+    add_extractor_flags(q)
+    q.set_defaults(func=_main_ref)
+
+
+def _main_fid(args) -> int:
+    m = evaluate_folder(args.samples, args.ref, kind=args.feature_extractor, weights=args.inception_weights,
+                        batch_size=args.fid_batch_size, verbose=True)
+    print(f"FID {m['fid']:.4f}  IS {m['is_mean']:.2f} ± {m['is_std']:.2f}  ({m['num_samples']} samples)")
+    if args.out:
+        write_json(args.out, m)
+    return 0
+
+
+def _main_ref(args) -> int:
+    out = prepare_ref(args.data_path, args.out, image_size=args.img_size, kind=args.feature_extractor,
+                      weights=args.inception_weights, batch_size=args.fid_batch_size, max_images=args.max_images)
+    print(f"wrote reference statistics {out}")
+    return 0

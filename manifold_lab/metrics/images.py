@@ -1,0 +1,92 @@
+"""The CPU-scale image metric: two Fréchet distances, one in learned features and one in pixel space.
+
+Both fit a Gaussian to each image set and compute the Fréchet (2-Wasserstein) distance between them,
+as FID does (Heusel et al. 2017), ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^{1/2})``:
+
+- ``fd_feat``: in the 64-d pooled features of a small conv net trained once on the same training images
+  (:mod:`manifold_lab.metrics.features`; a self-supervised proxy task, seeded and cached). It plays the role
+  of Inception in FID, at our scale.
+- ``fd_pix``: in pixel space, projected on the top ``PIX_COMPONENTS`` principal components of the reference
+  images (the whole pixel vector where it is shorter). It needs no network at all.
+
+Neither is comparable to a published FID. Both are biased upward by a finite sample size, so every run
+also reports the **noise floor**: the same distance between ``n`` real training images and the reference
+set (``*_floor``); a sample set is as good as real data only when its distance sits at that floor.
+Any non-finite sample makes both distances +inf instead of crashing.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from manifold_lab.data.real_images import ImageSet, to_model_range
+
+PIX_COMPONENTS = 64
+
+
+def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (d,) and covariance (d, d) of features (n, d), in float64."""
+    feats = np.asarray(feats, np.float64)
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a (n, d) and b (m, d); >= 0."""
+    mu_a, s_a = gaussian_stats(a)
+    mu_b, s_b = gaussian_stats(b)
+    covmean = linalg.sqrtm(s_a @ s_b)
+    if not np.isfinite(covmean).all():   # near-singular product: regularise, as pytorch-fid does
+        off = np.eye(len(s_a)) * 1e-6
+        covmean = linalg.sqrtm((s_a + off) @ (s_b + off))
+    covmean = np.real(covmean)
+    return float(max(0.0, ((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean)))
+
+
+class PixelPCA:
+    """Projection of flattened images on the top-k principal components of a reference set.
+
+    ref: (m, C, H, W) float images. k = min(PIX_COMPONENTS, C*H*W). ``__call__`` maps (n, C, H, W) to (n, k).
+    """
+
+    def __init__(self, ref: torch.Tensor, k: int = PIX_COMPONENTS):
+        x = ref.reshape(len(ref), -1).double()
+        self.mean = x.mean(0)
+        k = min(k, x.shape[1])
+        _, _, vt = torch.linalg.svd(x - self.mean, full_matrices=False)
+        self.components = vt[:k].T   # (D, k)
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        return ((images.reshape(len(images), -1).double() - self.mean) @ self.components).numpy()
+
+
+class ImageMetric:
+    """Both Fréchet distances of generated images against an image set's reference split, plus floors.
+
+    feature_net: (n, 3, H, W) in [-1, 1] -> (n, F) features (see metrics.features.load_feature_net).
+    n_floor: how many training images make the real-vs-real floor (use the number of generated samples).
+    """
+
+    def __init__(self, images: ImageSet, feature_net, n_floor: int):
+        self.feature_net = feature_net
+        ref = to_model_range(images.ref)
+        self.pca = PixelPCA(ref)
+        self.ref_feat = self._features(ref)
+        self.ref_pix = self.pca(ref)
+        floor_set = to_model_range(images.train[:n_floor])
+        self.floor = {"fd_feat_floor": frechet_distance(self._features(floor_set), self.ref_feat),
+                      "fd_pix_floor": frechet_distance(self.pca(floor_set), self.ref_pix)}
+
+    @torch.no_grad()
+    def _features(self, x: torch.Tensor, chunk: int = 500) -> np.ndarray:
+        return torch.cat([self.feature_net(x[i:i + chunk]) for i in range(0, len(x), chunk)]).double().numpy()
+
+    def __call__(self, samples: torch.Tensor) -> dict[str, float]:
+        """samples: (n, 3, H, W) generated, in model range (clipped to [-1, 1] as a saved image would be)."""
+        if not torch.isfinite(samples).all():
+            return {"fd_feat": math.inf, "fd_pix": math.inf} | self.floor
+        x = samples.float().clamp(-1, 1)
+        return {"fd_feat": frechet_distance(self._features(x), self.ref_feat),
+                "fd_pix": frechet_distance(self.pca(x), self.ref_pix)} | self.floor

@@ -1,0 +1,43 @@
+"""The toy denoiser: a ReLU MLP on (B, D) vectors (the paper's Fig. 2 generator: 5 layers, width 256)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from manifold_lab.checks import check_positive
+
+
+def timestep_features(t: torch.Tensor, dim: int = 64, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of raw t in [0, 1]: (B,) -> (B, dim), laid out [cos | sin] (as JiT)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class MLP(nn.Module):
+    """z (B, D), t (B,) -> (B, D). ``depth`` Linear layers with ReLU between them, hidden ``width``.
+
+    Time enters as sinusoidal features of t concatenated to the input of the first layer (the paper
+    does not say how; this is the simplest choice that keeps the 5-layer, width-256 shape).
+    """
+
+    def __init__(self, dim: int, width: int = 256, depth: int = 5, t_features: int = 64):
+        super().__init__()
+        check_positive("MLP dim", dim, integer=True)
+        check_positive("MLP width", width, integer=True)
+        if not (isinstance(depth, int) and depth >= 2):
+            raise ValueError(f"MLP depth must be an integer >= 2, got {depth!r}")
+        self.dim, self.width, self.depth, self.t_features = dim, width, depth, t_features
+        sizes = [dim + t_features] + [width] * (depth - 1) + [dim]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < depth - 1:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(torch.cat([z, timestep_features(t, self.t_features).to(z.dtype)], dim=-1))

@@ -1,0 +1,215 @@
+"""Image-study figures (Table 2, Table 3, Fig. 4 analogues), drawn from a study's summary table.
+
+Every metric figure shows the two Fréchet distances of :mod:`manifold_lab.metrics.images` (log scale), one
+line per prediction target: the mean over seeds, a band from the lowest to the highest seed, and the
+real-vs-real noise floor as a dashed grey line. ``image_curves`` and ``image_samples`` read the run folders.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from manifold_lab import io  # noqa: E402
+from manifold_lab.plots import register  # noqa: E402
+from manifold_lab.plots.toy import PRED_COLORS, PRED_ORDER  # noqa: E402
+
+METRICS = ("fd_feat", "fd_pix")
+METRIC_LABELS = {"fd_feat": "Fréchet distance, rotation-net features", "fd_pix": "Fréchet distance, pixel PCA-64"}
+NOT_FACETS = {"pred", "seed"}   # parameters that never split panels
+
+
+def tile_images(images: np.ndarray, ncol: int) -> np.ndarray:
+    """uint8 images (n, C, h, w) -> one uint8 (rows*h, ncol*w, C) mosaic, row-major, white where empty."""
+    n, c, h, w = images.shape
+    rows = -(-n // ncol)
+    canvas = np.full((rows * h, ncol * w, c), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, ncol)
+        canvas[r * h:(r + 1) * h, q * w:(q + 1) * w] = img.transpose(1, 2, 0)
+    return canvas
+
+
+def save_image_grid(path, images: np.ndarray, ncol: int = 8, min_px: int = 32) -> Path:
+    """Write uint8 images (n, 3, h, w) as one PNG grid, nearest-upscaled so each image is >= min_px wide."""
+    from PIL import Image
+
+    canvas = tile_images(images, ncol)
+    scale = max(1, -(-min_px // images.shape[-1]))
+    pil = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST)
+    return io.atomic_write(path, lambda tmp: pil.save(tmp, format="png"))
+
+
+def _wide(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: the parameters plus one column per metric."""
+    params = [c for c in summary.columns if c not in ("metric", "value")]
+    return summary.pivot_table(index=params, columns="metric", values="value", aggfunc="first").reset_index()
+
+
+def _varying(runs: pd.DataFrame, exclude=()) -> list[str]:
+    skip = {"study", "run_id", *NOT_FACETS, *exclude}
+    return [c for c in runs.columns if c not in skip and c not in METRICS and not str(c).endswith(("_floor", "_s"))
+            and c in _params(runs) and runs[c].nunique() > 1]
+
+
+def _params(runs: pd.DataFrame) -> list[str]:
+    return list(runs.attrs.get("params", runs.columns))
+
+
+def _label(row, keys) -> str:
+    return ", ".join(f"{k}={row[k]}" for k in keys) or "all runs"
+
+
+def _metric_vs(summary: pd.DataFrame, x: str, *, logx: bool = True, title: str = "", vline: str | None = None,
+               xlabel: str | None = None):
+    """Rows: one per extra varying parameter value (e.g. loss space); columns: the two metrics."""
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    runs = _wide(summary)
+    runs.attrs["params"] = [c for c in summary.columns if c not in ("metric", "value")]
+    facets = _varying(runs, exclude=(x,))
+    groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]
+    fig, axes = plt.subplots(len(groups), len(METRICS), figsize=(4.4 * len(METRICS), 3.2 * len(groups)),
+                             squeeze=False)
+    for i, (key, sub) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        for ax, m in zip(axes[i], METRICS):
+            for pred in [p for p in PRED_ORDER if p in set(sub["pred"])]:
+                s = sub[sub["pred"] == pred].groupby(x)[m].agg(["mean", "min", "max"]).reset_index()
+                ax.plot(s[x], s["mean"], "o-", color=PRED_COLORS[pred], label=f"{pred}-pred")
+                ax.fill_between(s[x], s["min"], s["max"], color=PRED_COLORS[pred], alpha=0.2, lw=0)
+            floor = sub.groupby(x)[f"{m}_floor"].mean()
+            ax.plot(floor.index, floor.values, "--", color="0.5", label="real vs real")
+            if vline is not None:
+                for v in sorted(set(sub[vline])):
+                    ax.axvline(v, color="0.3", ls=":", lw=1)
+            if logx:
+                ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(xlabel or x)
+            ax.set_ylabel(m)
+            ax.set_title(" | ".join(filter(None, [METRIC_LABELS[m], _label(dict(zip(facets, key)), facets)])),
+                         fontsize=9)
+        axes[i, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def _with_token_dim(summary: pd.DataFrame) -> pd.DataFrame:
+    """Add a token_dim parameter column (3 p^2) if the summary carries patch but not token_dim."""
+    df = summary.copy()
+    if "token_dim" not in df.columns:
+        dims = df[df["metric"] == "token_dim"].set_index("run_id")["value"]
+        df["token_dim"] = df["run_id"].map(dims)
+    return df[df["metric"] != "token_dim"]
+
+
+@register("image_pred_loss")
+def fig_image_pred_loss(summary: pd.DataFrame, study_dir: Path):
+    """Table 2 analogue: metric against the token dimension (patch size), one line per target, per loss."""
+    df = _with_token_dim(summary).drop(columns=["patch"], errors="ignore")
+    return _metric_vs(df, "token_dim", xlabel="token dimension 3p² (width fixed)",
+                      title="Prediction target x loss space, 16 tokens per image (Table 2 analogue)")
+
+
+@register("image_vs_width")
+def fig_image_vs_width(summary: pd.DataFrame, study_dir: Path):
+    """Width sweep at a fixed patch; the dotted line marks the token dimension."""
+    df = _with_token_dim(summary)
+    return _metric_vs(df, "width", vline="token_dim", xlabel="JiT width (dotted: token dimension)",
+                      title="Metric against width at a fixed patch size")
+
+
+@register("image_vs_patch")
+def fig_image_vs_patch(summary: pd.DataFrame, study_dir: Path):
+    """Patch sweep at a fixed width and sequence length: metric against the token dimension."""
+    df = _with_token_dim(summary).drop(columns=["patch"], errors="ignore")
+    return _metric_vs(df, "token_dim", xlabel="token dimension 3p² (16 tokens, width fixed)",
+                      title="Metric against patch size at a fixed width")
+
+
+@register("image_vs_bottleneck")
+def fig_image_vs_bottleneck(summary: pd.DataFrame, study_dir: Path):
+    """Fig. 4 analogue: metric against the bottleneck dim d' (0, no bottleneck, is drawn at the token dim)."""
+    df = _with_token_dim(summary)
+    df["bottleneck"] = np.where(df["bottleneck"] == 0, df["token_dim"], df["bottleneck"])
+    return _metric_vs(df, "bottleneck", vline="width", xlabel="bottleneck d' (rightmost: none; dotted: width)",
+                      title="Bottleneck patch embedding (Fig. 4 analogue)")
+
+
+@register("image_vs_mu")
+def fig_image_vs_mu(summary: pd.DataFrame, study_dir: Path):
+    """Table 3 analogue: metric against the logit-normal mean mu of training t (more negative = noisier)."""
+    return _metric_vs(summary, "mu", logx=False, xlabel="noise shift mu (logit-normal mean of t)",
+                      title="Noise shift (Table 3 analogue)")
+
+
+@register("image_curves")
+def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
+    """Training loss curves (running mean over ``smooth`` steps), one panel per setting, one colour per target."""
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    runs = summary.drop_duplicates("run_id").copy()
+    runs.attrs["params"] = [c for c in summary.columns if c not in ("metric", "value")]
+    facets = _varying(runs)
+    groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]
+    ncol = min(4, len(groups))
+    nrow = -(-len(groups) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, (key, sub) in zip(axes.flat, groups):
+        key = key if isinstance(key, tuple) else (key,)
+        for _, r in sub.iterrows():
+            path = Path(study_dir) / r["run_id"] / "curve.csv"
+            if not path.is_file():
+                continue
+            c = pd.read_csv(path)
+            ax.plot(c["step"], c["loss"].rolling(smooth, min_periods=1).mean(), color=PRED_COLORS[r["pred"]],
+                    lw=1, label=f"{r['pred']}-pred" if r.get("seed", 0) == sub.get("seed", pd.Series([0])).min() else None)
+        ax.set_yscale("log")
+        ax.set_title(_label(dict(zip(facets, key)), facets), fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+@register("image_samples")
+def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
+    """The first ``n`` samples of each run (lowest seed): rows = settings, columns = prediction target."""
+    runs = summary.drop_duplicates("run_id").copy()
+    runs.attrs["params"] = [c for c in summary.columns if c not in ("metric", "value")]
+    if "seed" in runs:
+        runs = runs[runs["seed"] == runs["seed"].min()]
+    facets = _varying(runs)
+    groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]
+    preds = [p for p in PRED_ORDER if p in set(runs["pred"])]
+    fig, axes = plt.subplots(len(groups), len(preds), figsize=(2.2 * len(preds), 2.3 * len(groups)), squeeze=False)
+    for i, (key, sub) in enumerate(groups):
+        key = key if isinstance(key, tuple) else (key,)
+        for j, pred in enumerate(preds):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            row = sub[sub["pred"] == pred]
+            path = Path(study_dir) / str(row["run_id"].iloc[0]) / "samples.npz" if len(row) else None
+            if path is None or not path.is_file():
+                ax.axis("off")
+                continue
+            with np.load(path) as f:
+                imgs = f["samples"][:n]
+            ax.imshow(tile_images(imgs, int(np.ceil(np.sqrt(len(imgs))))), interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"{pred}-pred", fontsize=10)
+            if j == 0:
+                ax.set_ylabel(_label(dict(zip(facets, key)), facets), fontsize=8)
+    fig.tight_layout()
+    return fig

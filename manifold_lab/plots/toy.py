@@ -1,0 +1,120 @@
+"""Toy-study figures: the paper's Fig. 2 grid and metrics against D."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from manifold_lab.plots import register  # noqa: E402
+
+PRED_ORDER = ["x", "eps", "v"]
+PRED_COLORS = {"x": "#1b7837", "eps": "#c51b7d", "v": "#2166ac"}
+
+
+def _scatter(ax, pts, ref, lim, color="k"):
+    ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.85", rasterized=True)
+    ok = np.isfinite(pts).all(1)
+    ax.scatter(pts[ok, 0], pts[ok, 1], s=1.5, c=color, rasterized=True)
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal")
+
+
+def plot_toy_samples(x_d: np.ndarray, reference: np.ndarray, title: str = ""):
+    """One run: generated points (n, 2+) in d-dim coordinates over the ground truth (m, 2+), first 2 axes."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    _scatter(ax, x_d, reference, lim=_lim(reference))
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def _lim(ref):
+    return float(np.abs(ref[:, :2]).max()) * 1.25
+
+
+def _run_points(summary: pd.DataFrame, study_dir: Path, run_id: str):
+    with np.load(Path(study_dir) / run_id / "samples.npz") as f:
+        return f["samples"] @ f["P"], f["reference"]
+
+
+@register("toy_grid")
+def fig_toy_grid(summary: pd.DataFrame, study_dir: Path):
+    """Paper Fig. 2: rows = prediction target, columns = ground truth then each D (first seed, v-loss if present)."""
+    runs = summary.drop_duplicates("run_id")
+    if "loss" in runs and (runs["loss"] == "v").any():
+        runs = runs[runs["loss"] == "v"]
+    runs = runs[runs["seed"] == runs["seed"].min()]
+    Ds = sorted(runs["D"].unique())
+    preds = [p for p in PRED_ORDER if p in set(runs["pred"])]
+    fig, axes = plt.subplots(len(preds), len(Ds) + 1, figsize=(2.2 * (len(Ds) + 1), 2.2 * len(preds)),
+                             squeeze=False)
+    for i, pred in enumerate(preds):
+        for j, D in enumerate(Ds):
+            row = runs[(runs["pred"] == pred) & (runs["D"] == D)]
+            ax = axes[i, j + 1]
+            if row.empty:
+                ax.axis("off")
+                continue
+            pts, ref = _run_points(summary, study_dir, row["run_id"].iloc[0])
+            _scatter(ax, pts, ref, _lim(ref), PRED_COLORS[pred])
+            if i == 0:
+                ax.set_title(f"D = {D}")
+        axes[i, 0].set_ylabel(f"{pred}-pred", fontsize=11)
+        _scatter(axes[i, 0], ref[:0], ref, _lim(ref))
+        axes[i, 0].scatter(ref[:2000, 0], ref[:2000, 1], s=1, c="k", rasterized=True)
+        if i == 0:
+            axes[0, 0].set_title("ground truth")
+    fig.suptitle("Generated samples projected back with P (v-loss)", y=1.0)
+    fig.tight_layout()
+    return fig
+
+
+def _metric_vs(summary: pd.DataFrame, x: str, metrics=("nn_dist", "off_manifold", "energy_distance"),
+               hue: str = "pred"):
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    df = summary[summary["metric"].isin(metrics)].copy()
+    df["value"] = df["value"].astype(float).clip(upper=1e6)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sub = df[df["metric"] == m]
+        sns.lineplot(sub, x=x, y="value", hue=hue, hue_order=[p for p in PRED_ORDER if p in set(sub[hue])],
+                     palette=PRED_COLORS, marker="o", errorbar=("pi", 100), ax=ax)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(m)
+        ax.set_ylabel(m)
+    fig.tight_layout()
+    return fig
+
+
+@register("metric_vs_D")
+def fig_metric_vs_D(summary: pd.DataFrame, study_dir: Path):
+    """Nearest-neighbour distance, off-manifold residual and energy distance against D, one line per target."""
+    return _metric_vs(summary, "D")
+
+
+@register("pred_loss_heatmap")
+def fig_pred_loss_heatmap(summary: pd.DataFrame, study_dir: Path, metric: str = "nn_dist"):
+    """One heatmap per D: rows loss space, columns prediction target, cells the mean metric (log colour)."""
+    df = summary[summary["metric"] == metric].copy()
+    df["value"] = df["value"].astype(float)
+    Ds = sorted(df["D"].unique())
+    fig, axes = plt.subplots(1, len(Ds), figsize=(3.4 * len(Ds), 3.0), squeeze=False)
+    for ax, D in zip(axes[0], Ds):
+        tab = df[df["D"] == D].pivot_table(index="loss", columns="pred", values="value", aggfunc="mean")
+        tab = tab.reindex(index=PRED_ORDER, columns=PRED_ORDER)
+        sns.heatmap(np.log10(tab.clip(lower=1e-4)), annot=tab.map(lambda v: f"{v:.3g}"), fmt="", cbar=False,
+                    cmap="magma_r", vmin=-2, vmax=1, ax=ax)
+        ax.set_title(f"D = {D}: {metric}")
+        ax.set_xlabel("prediction target")
+        ax.set_ylabel("loss space")
+    fig.tight_layout()
+    return fig

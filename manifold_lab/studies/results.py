@@ -1,0 +1,54 @@
+"""Run folders and study tables.
+
+A finished run is ``<results>/<study>/<run_id>/`` holding ``metrics.json`` (a flat name -> number dict,
+written last by the notebook). The runner executes into ``.<run_id>.partial/`` and renames it only
+after the notebook succeeded, so a killed batch never leaves a half-written run that looks finished.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from manifold_lab import io
+
+
+def run_dir(study_dir: Path, run_id: str) -> Path:
+    return Path(study_dir) / run_id
+
+
+def is_complete(path: Path) -> bool:
+    return (Path(path) / "metrics.json").is_file()
+
+
+def partial_dir(study_dir: Path, run_id: str) -> Path:
+    return Path(study_dir) / f".{run_id}.partial"
+
+
+def finalize(partial: Path, final: Path) -> None:
+    """Move a finished partial run folder to its final name (replacing an unfinished leftover)."""
+    if not is_complete(partial):
+        raise RuntimeError(f"{partial} has no metrics.json: the notebook did not finish the run")
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)
+
+
+def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+    """Tidy table of finished runs: study, run_id, one column per parameter, metric, value (one row per metric)."""
+    rows = []
+    for run_id, params in points:
+        path = run_dir(study_dir, run_id)
+        if not is_complete(path):
+            continue
+        for metric, value in io.read_json(path / "metrics.json").items():
+            rows.append({"study": study, "run_id": run_id, **params, "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows)
+
+
+def write_summary(df: pd.DataFrame, study_dir: Path) -> None:
+    """summary.csv and summary.parquet, atomically."""
+    io.save_table(Path(study_dir) / "summary.csv", df)
+    io.save_table(Path(study_dir) / "summary.parquet", df)

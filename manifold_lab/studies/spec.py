@@ -1,0 +1,122 @@
+"""A study YAML, parsed and checked, expanded into grid points with self-describing run ids.
+
+Keys (unknown keys are an error)::
+
+    study: toy_fig2                       # name; output goes to <results>/<study>/
+    notebook: notebooks/toy_manifold.ipynb
+    description: free text
+    base: {dist: spiral, loss: v}         # fixed notebook parameters
+    grid: {D: [2, 8, 16, 512], pred: [x, eps, v], seed: [0]}   # the product of these lists
+    run_id: "D{D:04d}-{pred}pred-{loss}loss-s{seed}"           # format string over the parameters
+    figures: [toy_grid, metric_vs_D]      # names registered in manifold_lab.plots
+    workers: 2                            # default number of runs at once
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from manifold_lab.checks import ConfigError, check_keys
+
+STUDY_KEYS = ("study", "notebook", "description", "base", "grid", "run_id", "figures", "workers")
+RUNNER_PARAMS = ("out_dir", "threads")  # set by the runner for every point
+
+
+@dataclass
+class StudySpec:
+    study: str
+    notebook: Path
+    run_id: str
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    description: str = ""
+    workers: int = 1
+    source: Path | None = None
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every grid point: base updated by one combination of the grid lists, in grid order."""
+        keys = list(self.grid)
+        out = [{**self.base, **dict(zip(keys, combo))} for combo in itertools.product(*self.grid.values())]
+        ids = [self.format_id(p) for p in out]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ConfigError(f"run_id {self.run_id!r} gives the same id to several grid points: {dup[:3]}; "
+                              "add the varying parameters to run_id")
+        return out
+
+    def format_id(self, point: dict[str, Any]) -> str:
+        try:
+            return self.run_id.format(**point)
+        except KeyError as e:
+            raise ConfigError(f"run_id {self.run_id!r} names {e.args[0]!r}, which is not a study parameter; "
+                              f"parameters: {', '.join(sorted(point))}") from None
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"run_id {self.run_id!r} cannot format {point}: {e}") from None
+
+    def override(self, assignments: list[str]) -> None:
+        """Apply ``key=value`` strings (values parsed as YAML): a grid key gets the new list (a scalar
+        becomes a one-element list); any other key goes into base."""
+        for a in assignments:
+            if "=" not in a:
+                raise ConfigError(f"--set expects key=value, got {a!r}")
+            key, raw = a.split("=", 1)
+            value = yaml.safe_load(raw)
+            if key in self.grid:
+                self.grid[key] = value if isinstance(value, list) else [value]
+            else:
+                self.base[key] = value
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Read and check a study YAML (see the module docstring). Raises ConfigError on any bad key or value."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"study file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a study YAML must be a mapping with keys {', '.join(STUDY_KEYS)}")
+    check_keys(f"study {path}", raw, STUDY_KEYS)
+    for key in ("study", "notebook", "run_id"):
+        if key not in raw:
+            raise ConfigError(f"{path}: missing required key {key!r}")
+    grid = raw.get("grid") or {}
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{path}: grid[{k!r}] must be a non-empty list, got {v!r}")
+    nb = Path(raw["notebook"])
+    if not nb.is_absolute() and not nb.exists() and (path.parent.parent / nb).exists():
+        nb = path.parent.parent / nb  # relative to the repository that holds studies/
+    workers = raw.get("workers", 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"{path}: workers must be a positive integer, got {workers!r}")
+    return StudySpec(study=str(raw["study"]), notebook=nb, run_id=str(raw["run_id"]),
+                     base=dict(raw.get("base") or {}), grid={k: list(v) for k, v in grid.items()},
+                     figures=list(raw.get("figures") or []), description=str(raw.get("description", "")),
+                     workers=workers, source=path)
+
+
+def check_against_notebook(spec: StudySpec) -> dict[str, Any]:
+    """Check the notebook exists and knows every base/grid parameter; return its parameters."""
+    if not spec.notebook.is_file():
+        raise FileNotFoundError(f"notebook not found: {spec.notebook} (named in {spec.source})")
+    import papermill
+
+    params = papermill.inspect_notebook(str(spec.notebook))
+    if not params:
+        raise ConfigError(f"{spec.notebook} has no cell tagged 'parameters'")
+    check_keys(f"study {spec.source} (parameters of {spec.notebook})", [*spec.base, *spec.grid], params)
+    missing = [p for p in RUNNER_PARAMS if p not in params]
+    if missing:
+        raise ConfigError(f"{spec.notebook}: its parameters cell must define {', '.join(missing)}")
+    for name in spec.figures:
+        from manifold_lab.plots import figure_registry
+
+        reg = figure_registry()
+        if name not in reg:
+            raise ConfigError(f"unknown figure {name!r} in {spec.source}; allowed: {', '.join(sorted(reg))}")
+    return params

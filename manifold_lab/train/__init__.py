@@ -1,0 +1,1 @@
+"""Training: a small single-process loop for CPU-scale runs, and the full-scale ImageNet trainer."""

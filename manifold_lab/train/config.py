@@ -1,0 +1,205 @@
+"""The full-scale trainer's configuration: one typed dataclass, YAML as defaults, flags on top.
+
+``load_config(yaml_path, overrides)`` reads the YAML (an unknown key is an error), then applies the
+command-line overrides (also checked), then validates. Every field is also a ``--flag`` of ``train``
+(``lr_schedule`` -> ``--lr-schedule``); dict and list fields take JSON (``--model-args '{"depth": 2}'``).
+The resolved config is written into every run folder and checkpoint.
+
+Recipe defaults are the paper's (JiT §2): AdamW (0.9, 0.95), no weight decay, lr = blr * global batch /
+256 with blr 5e-5, 5 warm-up epochs then constant, logit-normal t (-0.8, 0.8), label drop 0.1,
+EMAs 0.9999 and 0.9996, bf16 autocast on GPU, x-prediction with the v-loss, t_eps 0.05.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from manifold_lab.checks import ConfigError, check_choice, check_keys, check_positive
+from manifold_lab.param import TARGETS
+
+PRECISIONS = ("auto", "bf16", "fp32")
+LR_SCHEDULES = ("constant", "cosine")
+LOGGERS = ("csv", "tensorboard", "both", "none")
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+@dataclass
+class ImageNetConfig:
+    # ---- model ----
+    model: str = "JiT-B/16"          # a JiT_models name, or "package.module:factory" for a custom net
+    model_args: dict = field(default_factory=dict)  # overrides passed to the factory (e.g. proj_drop)
+    img_size: int = 256
+    num_classes: int = 1000          # null class index = num_classes
+    unconditional: bool = False      # train without labels (the net gets num_classes=None)
+    # ---- objective (manifold_lab.denoiser.Denoiser) ----
+    pred: str = "x"
+    loss: str = "v"
+    t_sampler: str = "logit_normal"
+    p_mean: float = -0.8
+    p_std: float = 0.8
+    t_eps: float = 0.05
+    noise_scale: float | None = None  # None: img_size / 256
+    label_drop: float = 0.1
+    # ---- optimisation ----
+    epochs: int = 600
+    warmup_epochs: float = 5.0
+    batch_size: int = 128            # per process and micro-step
+    accum_steps: int = 1             # gradient accumulation: global batch = batch_size * world * accum_steps
+    blr: float = 5e-5                # lr = blr * global batch / 256 (unless lr is set)
+    lr: float | None = None
+    min_lr: float = 0.0              # floor of the cosine schedule
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    ema_decays: list = field(default_factory=lambda: [0.9999, 0.9996])
+    grad_clip: float | None = None   # the paper uses none
+    precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    seed: int = 0                    # per-process seed = seed + rank
+    max_steps: int | None = None     # stop after this many optimiser steps (the schedule still uses epochs)
+    stop_at_step: int | None = None  # checkpoint and exit at this step, as if killed (tests, preemptible jobs)
+    # ---- data ----
+    data_path: str = ""              # ImageFolder root (class sub-folders), e.g. /data/imagenet/train
+    num_workers: int = 8
+    bad_images: str = "error"        # error: stop with the path; skip: log the path and drop the image
+    # ---- output ----
+    output_dir: str = "runs/jit"
+    resume: str | None = None        # a checkpoint file or a folder holding checkpoint-last.pth
+    save_every_epochs: int = 5       # checkpoint-last.pth
+    keep_every_epochs: int = 100     # checkpoint-{epoch:04d}.pth kept for good
+    save_every_steps: int | None = None  # also refresh checkpoint-last.pth every N steps
+    log: str = "csv"
+    log_every: int = 50              # console line every N steps (the progress bar updates each step)
+    progress: bool = True
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("img_size", "num_classes", "epochs", "batch_size", "accum_steps", "save_every_epochs",
+                     "keep_every_epochs", "log_every"):
+            check_positive(name, getattr(self, name), integer=True)
+        check_positive("blr", self.blr)
+        check_choice("prediction target (pred)", self.pred, TARGETS)
+        check_choice("loss space (loss)", self.loss, TARGETS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("log", self.log, LOGGERS)
+        check_choice("bad_images", self.bad_images, BAD_IMAGE_POLICIES)
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        if not 0 <= self.label_drop < 1:
+            raise ConfigError(f"label_drop must be in [0, 1), got {self.label_drop!r}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers, got {self.betas!r}")
+        if not all(0 <= d < 1 for d in self.ema_decays):
+            raise ConfigError(f"every EMA decay must be in [0, 1), got {self.ema_decays!r}")
+        if not isinstance(self.model_args, dict):
+            raise ConfigError(f"model_args must be a mapping, got {self.model_args!r}")
+        for name in ("max_steps", "stop_at_step", "save_every_steps"):
+            v = getattr(self, name)
+            if v is not None:
+                check_positive(name, v, integer=True)
+
+    # ---- derived values ----
+    @property
+    def resolved_noise_scale(self) -> float:
+        return float(self.noise_scale) if self.noise_scale is not None else self.img_size / 256
+
+    def global_batch(self, world_size: int) -> int:
+        return self.batch_size * world_size * self.accum_steps
+
+    def resolved_lr(self, world_size: int) -> float:
+        return float(self.lr) if self.lr is not None else self.blr * self.global_batch(world_size) / 256
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(ImageNetConfig))
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Parse one command-line string for the field ``name`` using the field's default type."""
+    default = ImageNetConfig.__dataclass_fields__[name]
+    typ = str(default.type)
+    if value is None:
+        return None
+    if typ.startswith(("dict", "list")):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--{name.replace('_', '-')} takes JSON, got {value!r} ({e})") from None
+    if value.lower() in ("none", "null") and "None" in typ:
+        return None
+    if typ.startswith("bool"):
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"--{name.replace('_', '-')} takes true/false, got {value!r}")
+    try:
+        if typ.startswith("int"):
+            return int(value)
+        if typ.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise ConfigError(f"--{name.replace('_', '-')} takes a number, got {value!r}") from None
+    return value
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one ``--flag`` per config field (value kept as a string until parsed)."""
+    parser.add_argument("--config", default=None, help="YAML file of defaults (flags override it)")
+    group = parser.add_argument_group("config fields (override the YAML)")
+    for f in fields(ImageNetConfig):
+        flag = "--" + f.name.replace("_", "-")
+        group.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar=str(f.type).split(" ")[0].upper(),
+                           help=f"(default {_default_of(f)!r})")
+
+
+def _default_of(f) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    out = {}
+    for name in FIELD_NAMES:
+        v = getattr(args, f"cfg_{name}", None)
+        if v is not None:
+            out[name] = _coerce(name, v)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(yaml_path: str | Path | None = None, overrides: dict | None = None) -> ImageNetConfig:
+    """YAML defaults, then overrides; unknown keys in either raise ConfigError naming them."""
+    values: dict = {}
+    if yaml_path is not None:
+        values.update(read_yaml(yaml_path))
+        check_keys(str(yaml_path), values, FIELD_NAMES)
+    if overrides:
+        check_keys("overrides", overrides, FIELD_NAMES)
+        values.update(overrides)
+    return ImageNetConfig(**values)
+
+
+def config_from_dict(d: dict) -> ImageNetConfig:
+    check_keys("checkpoint config", d, FIELD_NAMES)
+    return ImageNetConfig(**d)

@@ -1,0 +1,162 @@
+"""Sampling, FID/IS and the CFG x EMA sweep end to end, with a seeded stand-in for Inception."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from imagenet_helpers import make_image_folder, tiny_overrides  # noqa: E402
+
+from manifold_lab.data.imagefolder import load_image  # noqa: E402
+from manifold_lab.metrics import fid as fid_mod  # noqa: E402
+from manifold_lab.train.config import load_config  # noqa: E402
+from manifold_lab.train.generate import (class_balanced_labels, generate_samples, load_for_sampling,  # noqa: E402
+                                         rank_range)
+from manifold_lab.train.imagenet import train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = make_image_folder(root / "train", classes=3, per_class=8)
+    torch.set_num_threads(1)
+    train(load_config(None, tiny_overrides(data, root / "run", epochs=2)))
+    return root
+
+
+def test_class_balanced_labels_and_rank_chunks():
+    lab = class_balanced_labels(50_000, 1000)
+    assert (np.bincount(lab) == 50).all() and (lab[:50] == 0).all() and (np.diff(lab) >= 0).all()
+    assert np.bincount(class_balanced_labels(10, 3)).tolist() in ([4, 3, 3], [3, 4, 3], [3, 3, 4])
+    chunks = [rank_range(50_000, r, 8) for r in range(8)]
+    assert sum(len(c) for c in chunks) == 50_000 and chunks[3].start == chunks[2].stop
+
+
+def test_sampling_is_resumable_and_batch_independent(run, tmp_path):
+    net, den, cfg, path = load_for_sampling(str(run / "run"), "ema1")
+    assert path.name == "checkpoint-last.pth"
+    kw = dict(num_samples=7, img_size=16, num_classes=3, cfg=2.0, steps=3, progress=False)
+    a = generate_samples(net, den, out_dir=tmp_path / "a", batch_size=4, **kw)
+    b = generate_samples(net, den, out_dir=tmp_path / "b", batch_size=3, **kw)
+    files = sorted(p.name for p in a.glob("*.png"))
+    assert files == [f"{i:06d}.png" for i in range(7)]
+    pa = [np.asarray(Image.open(a / f)).astype(int) for f in files]
+    pb = [np.asarray(Image.open(b / f)).astype(int) for f in files]
+    assert max(np.abs(x - y).max() for x, y in zip(pa, pb)) <= 1         # same noise per sample index
+    (a / files[2]).unlink()
+    first = (a / files[5]).stat().st_mtime_ns
+    generate_samples(net, den, out_dir=a, batch_size=4, **kw)             # resume: fills the gap only
+    assert (a / files[2]).exists() and (a / files[5]).stat().st_mtime_ns == first
+    assert np.array_equal(np.asarray(Image.open(a / files[2])), pa[2].astype(np.uint8))
+    c = generate_samples(net, den, out_dir=tmp_path / "c", batch_size=4, fmt="npz", **kw)
+    with np.load(c / "samples.npz") as z:
+        assert z["arr_0"].shape == (7, 16, 16, 3) and z["arr_0"].dtype == np.uint8
+        assert z["labels"].tolist() == class_balanced_labels(7, 3).tolist()
+    assert not list(c.glob("*.png"))
+
+
+def test_fid_matches_torch_fidelity_calculate_metrics(run, tmp_path):
+    import torch_fidelity
+
+    data = run / "train"
+    ref_dir = tmp_path / "ref_pngs"                                        # centre-cropped PNGs, as the paper
+    ref_dir.mkdir()
+    for i, p in enumerate(sorted(data.rglob("*.*"))):
+        Image.fromarray(load_image(str(p), 16).permute(1, 2, 0).numpy()).save(ref_dir / f"{i:04d}.png")
+    stats = fid_mod.prepare_ref(data, tmp_path / "ref.npz", image_size=16, kind="tiny", verbose=False)
+    net, den, cfg, _ = load_for_sampling(str(run / "run"), "ema2")
+    samples = generate_samples(net, den, out_dir=tmp_path / "s", num_samples=20, img_size=16, num_classes=3,
+                               cfg=1.5, steps=3, batch_size=10, progress=False)
+    ours = fid_mod.evaluate_folder(samples, stats, kind="tiny", batch_size=8)
+    kw = fid_mod.fidelity_kwargs("tiny", batch_size=8)
+    theirs = torch_fidelity.calculate_metrics(input1=str(samples), input2=str(ref_dir), isc=True, fid=True,
+                                              **{k: v for k, v in kw.items() if k != "samples_find_ext"})
+    assert ours["num_samples"] == 20 and np.isfinite(ours["fid"]) and ours["fid"] > 0
+    assert ours["fid"] == pytest.approx(theirs["frechet_inception_distance"], rel=1e-4)
+    assert ours["is_mean"] == pytest.approx(theirs["inception_score_mean"], rel=1e-6)
+    same = fid_mod.evaluate_folder(ref_dir, stats, kind="tiny")            # the reference against itself
+    assert abs(same["fid"]) < 1e-3
+    packed = generate_samples(net, den, out_dir=samples, num_samples=20, img_size=16, num_classes=3, cfg=1.5,
+                              steps=3, batch_size=10, fmt="npz", progress=False)   # packs the PNGs
+    from_npz = fid_mod.evaluate_folder(packed / "samples.npz", stats, kind="tiny", batch_size=8)
+    assert from_npz["fid"] == pytest.approx(ours["fid"], rel=1e-6)
+
+
+def test_sweep_end_to_end(run, tmp_path, capsys):
+    from manifold_lab.cli import main
+    assert main(["prepare-ref", "--data-path", str(run / "train"), "--img-size", "16", "--out",
+                 str(tmp_path / "ref.npz"), "--feature-extractor", "tiny"]) == 0
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--checkpoint", str(run / "run"), "--ref", str(tmp_path / "ref.npz"), "--cfg-scales",
+            "1.0:2.0:1.0", "--emas", "ema1", "ema2", "--search-samples", "12", "--final-samples", "15",
+            "--steps", "2", "--out", str(out), "--feature-extractor", "tiny", "--no-progress"]
+    assert main(argv) == 0
+    import pandas as pd
+    df = pd.read_csv(out / "sweep.csv")
+    assert len(df) == 5 and (df.stage == "final").sum() == 1
+    assert set(df[df.stage == "search"].ema) == {"ema1", "ema2"} and (out / "sweep.png").exists()
+    best = df[df.stage == "search"].sort_values("fid").iloc[0]
+    final = df[df.stage == "final"].iloc[0]
+    assert (final.ema, final.cfg, final.num_samples) == (best.ema, best.cfg, 15)
+    assert not list(out.glob("samples-*"))                                 # cleaned up
+    capsys.readouterr()
+    assert main(argv) == 0 and "sampling" not in capsys.readouterr().out  # resumed: nothing left to do
+
+
+def test_missing_inception_weights_says_how_to_get_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(fid_mod.ENV_WEIGHTS, raising=False)
+    with pytest.raises(FileNotFoundError, match=fid_mod.ENV_WEIGHTS):
+        fid_mod.resolve_inception_weights(None)
+    monkeypatch.setenv(fid_mod.ENV_WEIGHTS, str(tmp_path / "w.pth"))
+    from manifold_lab.cli import main
+    (tmp_path / "s").mkdir()
+    np.savez(tmp_path / "ref.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    assert main(["fid", str(tmp_path / "s"), "--ref", str(tmp_path / "ref.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "weights-inception-2015-12-05" in err and "--inception-weights" in err
+    with pytest.raises(FileNotFoundError, match="prepare-ref"):
+        fid_mod.load_ref_stats(tmp_path / "nope.npz")
+
+
+def test_guidance_interval_with_zero_lower_bound_guides_from_t0():
+    """The paper's code: interval_min == 0 means no lower bound, so the first step (t = 0) is guided."""
+    from manifold_lab.denoiser import Denoiser
+    from manifold_lab.sample import guided_velocity
+
+    class Net(torch.nn.Module):
+        def forward(self, z, t, y):
+            return z * 0 + (y != 3).float().view(-1, 1)        # x-pred: 1 conditional, 0 unconditional
+
+    den = Denoiser(pred="x", loss="v", num_classes=3)
+    z, y = torch.zeros(2, 4), torch.tensor([0, 1])
+    t0 = torch.zeros(2)
+    no_lo = guided_velocity(den, Net(), y, cfg=3.0, interval=(0.0, 1.0))(z, t0)
+    lo = guided_velocity(den, Net(), y, cfg=3.0, interval=(0.1, 1.0))(z, t0)
+    assert torch.allclose(no_lo, torch.full_like(z, 3.0)) and torch.allclose(lo, torch.ones_like(z))
+
+
+def test_gpu_check_script_cpu_smoke(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks/gpu_train_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--cpu-smoke", "--batch", "2", "--steps", "1", "--warmup", "1", "--sample-batch", "2",
+                     "--out", str(tmp_path)]) == 0
+    import json
+    res = json.loads((tmp_path / "gpu_train_check.json").read_text())
+    assert res["sample_finite"] and res["images_per_s"] > 0

@@ -57,16 +57,16 @@ class ImageConfig:
     sigma: float = 0.8          # logit-normal std of training t
     noise_scale: float = 1.0    # eps ~ N(0, noise_scale^2) against images in [-1, 1]
     t_eps: float = 0.05         # clamp of (1 - t) and t in divisions, training and sampling
-    steps: int = 1000           # training steps
+    steps: int = 600            # training steps
     batch: int = 128            # training batch
     lr: float = 1e-3            # AdamW learning rate (constant after warm-up)
     warmup: int = 50            # linear lr warm-up steps
     ema: float = 0.99           # EMA decay of the evaluated weights (0 turns it off)
-    n_train: int = 20000        # training images (the reference split is 2000 more)
+    n_train: int = 20000        # training crops of the skimage set (plus 2000 reference); a folder uses all
     n_samples: int = 500        # generated images for the metric (the real-vs-real floor uses as many)
     solver: str = "heun"        # ODE solver: heun (last step Euler) or euler
     sample_steps: int = 20      # ODE steps from noise (t 0) to data (t 1)
-    feat_steps: int = 1000      # training steps of the metric's feature net (cached per data set)
+    feat_steps: int = 800       # training steps of the metric's feature net (cached per data set)
     seed: int = 0               # seeds init, training draws and sampling (data and feature net: seed 0)
 
     def __post_init__(self):

@@ -9,6 +9,12 @@
     out_dir/fig_samples.png  generated points in the d-dim coordinates P^T x over the ground truth
 
 The same function backs ``python -m manifold_lab toy ...`` and ``notebooks/toy_manifold.ipynb``.
+
+Training t is uniform by default. The paper does not state the toy's t-sampler; its ImageNet
+logit-normal(-0.8, 0.8) puts only about 1e-4 of the mass above t = 0.9, so a toy MLP never learns the
+last stretch of the ODE and every target's samples stay blurred (x-prediction at D=512 and at D=2: mean
+nearest-neighbour distance 0.069 and 0.127 with logit-normal, 0.012 and 0.021 with uniform t; 2000 steps
+at lr 2e-3). The default lr 4e-3 was chosen over 2e-3 because eps-prediction at D=2 needed it (0.027 vs 0.10).
 """
 from __future__ import annotations
 
@@ -42,13 +48,13 @@ class ToyConfig:
     depth: int = 5              # MLP Linear layers (ReLU between)
     steps: int = 2000           # training steps
     batch: int = 512            # training batch
-    lr: float = 2e-3            # AdamW learning rate (constant after warm-up)
+    lr: float = 4e-3            # AdamW peak learning rate
     warmup: int = 100           # linear lr warm-up steps
     lr_schedule: str = "cosine"  # after warm-up: cosine decay to 0, or constant
     ema: float = 0.995          # EMA decay of the evaluated weights (0 = no EMA)
-    t_sampler: str = "logit_normal"  # training t: logit_normal or uniform
-    mu: float = -0.8            # logit-normal mean (the paper's -0.8)
-    sigma: float = 0.8          # logit-normal std (the paper's 0.8)
+    t_sampler: str = "uniform"  # training t: uniform, or logit_normal(mu, sigma) as on ImageNet (see docs)
+    mu: float = -0.8            # logit-normal mean (the paper's ImageNet -0.8)
+    sigma: float = 0.8          # logit-normal std (the paper's ImageNet 0.8)
     t_eps: float = 0.05         # clamp of (1 - t) and t in divisions, training and sampling
     solver: str = "heun"        # ODE solver: heun (last step Euler) or euler
     sample_steps: int = 50      # ODE steps from t=0 to t=1

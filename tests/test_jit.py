@@ -11,8 +11,6 @@ from manifold_lab.nets.layers import attention_math, sincos_pos_embed_2d
 from manifold_lab.nets.macs import count_macs, count_params
 from manifold_lab.nets.rope import apply_rope, rope_tables
 
-torch.set_num_threads(1)
-
 # paper (Table 5/6 text, reference §1.1): trainable params in M and "Gflops" (= MACs) per image
 PAPER = {
     "JiT-B/16": (131.12, 25), "JiT-B/32": (133.19, 26), "JiT-B/64": (141.46, 30),

@@ -31,8 +31,10 @@ def _n(n, g, *shape):
 
 
 def _spiral(n, d, g):
-    # Archimedean spiral, 1.75 turns, density uniform in arc length (approximately), thin noise.
-    s = _u(n, g).sqrt() * 3.5 * math.pi + 0.5
+    # Archimedean spiral r = s for s in [1.5 pi, 4.5 pi] (1.5 turns, the usual 2-D swiss-roll curve),
+    # uniform in arc length (density of s proportional to s), with thin Gaussian noise.
+    a, b = 1.5 * math.pi, 4.5 * math.pi
+    s = (_u(n, g) * (b * b - a * a) + a * a).sqrt()
     return torch.stack([s * s.cos(), s * s.sin()], 1) + 0.1 * _n(n, g, 2)
 
 
@@ -58,9 +60,9 @@ def _gaussian_ring(n, d, g):
 
 
 def _swiss_roll(n, d, g):
-    # The 2-D swiss roll: a spiral band, thicker than "spiral" and starting further out.
+    # The 2-D swiss roll: the same 1.5-turn curve as "spiral", uniform in its parameter, as a thick band.
     s = 1.5 * math.pi * (1 + 2 * _u(n, g))
-    return torch.stack([s * s.cos(), s * s.sin()], 1) + 0.4 * _n(n, g, 2)
+    return torch.stack([s * s.cos(), s * s.sin()], 1) + 0.6 * _n(n, g, 2)
 
 
 def _sphere(n, d, g):
@@ -90,11 +92,11 @@ class _Spec:
 
 
 DISTRIBUTIONS: dict[str, _Spec] = {
-    "spiral": _Spec(_spiral, "2", "a thin Archimedean spiral of 1.75 turns (the paper's toy; default)"),
+    "spiral": _Spec(_spiral, "2", "a thin Archimedean spiral of 1.5 turns (the paper's toy; default)"),
     "moons": _Spec(_moons, "2", "two interleaved half circles"),
     "checkerboard": _Spec(_checkerboard, "2", "uniform on the 8 dark squares of a 4x4 board"),
     "gaussian_ring": _Spec(_gaussian_ring, "2", "8 small Gaussians on a circle"),
-    "swiss_roll": _Spec(_swiss_roll, "2", "a thick spiral band (2-D swiss roll)"),
+    "swiss_roll": _Spec(_swiss_roll, "2", "the spiral's curve as a thick band, uniform in angle (2-D swiss roll)"),
     "sphere": _Spec(_sphere, "any", "uniform on the unit sphere S^(d-1) in R^d", True),
     "torus": _Spec(_torus, "any", "flat torus: d//2 circles in orthogonal planes (+ a U(-1,1) axis if d is odd)", True),
     "gaussian": _Spec(_gaussian, "any", "standard Gaussian in d dims", True),

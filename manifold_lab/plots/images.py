@@ -46,20 +46,20 @@ def save_image_grid(path, images: np.ndarray, ncol: int = 8, min_px: int = 32) -
     return io.atomic_write(path, lambda tmp: pil.save(tmp, format="png"))
 
 
+def _params(summary: pd.DataFrame) -> list[str]:
+    """The run parameters: every summary column but study, run_id, metric and value."""
+    return [c for c in summary.columns if c not in ("study", "run_id", "metric", "value")]
+
+
 def _wide(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: the parameters plus one column per metric."""
-    params = [c for c in summary.columns if c not in ("metric", "value")]
-    return summary.pivot_table(index=params, columns="metric", values="value", aggfunc="first").reset_index()
+    """One row per run: run_id, the parameters, and one column per metric."""
+    return summary.pivot_table(index=["run_id", *_params(summary)], columns="metric", values="value",
+                               aggfunc="first").reset_index()
 
 
-def _varying(runs: pd.DataFrame, exclude=()) -> list[str]:
-    skip = {"study", "run_id", *NOT_FACETS, *exclude}
-    return [c for c in runs.columns if c not in skip and c not in METRICS and not str(c).endswith(("_floor", "_s"))
-            and c in _params(runs) and runs[c].nunique() > 1]
-
-
-def _params(runs: pd.DataFrame) -> list[str]:
-    return list(runs.attrs.get("params", runs.columns))
+def _facets(runs: pd.DataFrame, params: list[str], exclude=()) -> list[str]:
+    """The parameters that vary across runs and split panels (never pred or seed, nor ``exclude``)."""
+    return [c for c in params if c not in {*NOT_FACETS, *exclude} and runs[c].nunique() > 1]
 
 
 def _label(row, keys) -> str:
@@ -71,8 +71,7 @@ def _metric_vs(summary: pd.DataFrame, x: str, *, logx: bool = True, title: str =
     """Rows: one per extra varying parameter value (e.g. loss space); columns: the two metrics."""
     sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = _wide(summary)
-    runs.attrs["params"] = [c for c in summary.columns if c not in ("metric", "value")]
-    facets = _varying(runs, exclude=(x,))
+    facets = _facets(runs, _params(summary), exclude=(x,))
     groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]
     fig, axes = plt.subplots(len(groups), len(METRICS), figsize=(4.4 * len(METRICS), 3.2 * len(groups)),
                              squeeze=False)
@@ -115,7 +114,7 @@ def _with_token_dim(summary: pd.DataFrame) -> pd.DataFrame:
 def fig_image_pred_loss(summary: pd.DataFrame, study_dir: Path):
     """Table 2 analogue: metric against the token dimension (patch size), one line per target, per loss."""
     df = _with_token_dim(summary).drop(columns=["patch"], errors="ignore")
-    return _metric_vs(df, "token_dim", xlabel="token dimension 3p² (width fixed)",
+    return _metric_vs(df, "token_dim", vline="width", xlabel="token dimension 3p² (dotted: width)",
                       title="Prediction target x loss space, 16 tokens per image (Table 2 analogue)")
 
 
@@ -131,16 +130,17 @@ def fig_image_vs_width(summary: pd.DataFrame, study_dir: Path):
 def fig_image_vs_patch(summary: pd.DataFrame, study_dir: Path):
     """Patch sweep at a fixed width and sequence length: metric against the token dimension."""
     df = _with_token_dim(summary).drop(columns=["patch"], errors="ignore")
-    return _metric_vs(df, "token_dim", xlabel="token dimension 3p² (16 tokens, width fixed)",
+    return _metric_vs(df, "token_dim", vline="width", xlabel="token dimension 3p² (16 tokens; dotted: width)",
                       title="Metric against patch size at a fixed width")
 
 
 @register("image_vs_bottleneck")
 def fig_image_vs_bottleneck(summary: pd.DataFrame, study_dir: Path):
-    """Fig. 4 analogue: metric against the bottleneck dim d' (0, no bottleneck, is drawn at the token dim)."""
+    """Fig. 4 analogue: metric against the bottleneck dim d' (0, no bottleneck, is drawn at twice the token dim)."""
     df = _with_token_dim(summary)
-    df["bottleneck"] = np.where(df["bottleneck"] == 0, df["token_dim"], df["bottleneck"])
-    return _metric_vs(df, "bottleneck", vline="width", xlabel="bottleneck d' (rightmost: none; dotted: width)",
+    df["bottleneck"] = np.where(df["bottleneck"] == 0, 2 * df["token_dim"], df["bottleneck"])
+    return _metric_vs(df, "bottleneck", vline="width",
+                      xlabel="bottleneck d' (rightmost point: no bottleneck; dotted: width)",
                       title="Bottleneck patch embedding (Fig. 4 analogue)")
 
 
@@ -155,27 +155,29 @@ def fig_image_vs_mu(summary: pd.DataFrame, study_dir: Path):
 def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
     """Training loss curves (running mean over ``smooth`` steps), one panel per setting, one colour per target."""
     sns.set_theme(style="whitegrid", font_scale=0.9)
-    runs = summary.drop_duplicates("run_id").copy()
-    runs.attrs["params"] = [c for c in summary.columns if c not in ("metric", "value")]
-    facets = _varying(runs)
+    runs = summary.drop_duplicates("run_id")
+    facets = _facets(runs, _params(summary))
     groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]
     ncol = min(4, len(groups))
     nrow = -(-len(groups) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
     for ax, (key, sub) in zip(axes.flat, groups):
         key = key if isinstance(key, tuple) else (key,)
+        labelled = set()
         for _, r in sub.iterrows():
             path = Path(study_dir) / r["run_id"] / "curve.csv"
             if not path.is_file():
                 continue
             c = pd.read_csv(path)
             ax.plot(c["step"], c["loss"].rolling(smooth, min_periods=1).mean(), color=PRED_COLORS[r["pred"]],
-                    lw=1, label=f"{r['pred']}-pred" if r.get("seed", 0) == sub.get("seed", pd.Series([0])).min() else None)
+                    lw=1, label=None if r["pred"] in labelled else f"{r['pred']}-pred")
+            labelled.add(r["pred"])
         ax.set_yscale("log")
         ax.set_title(_label(dict(zip(facets, key)), facets), fontsize=9)
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("training loss (smoothed)")
+        if labelled:
+            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(groups):]:
         ax.axis("off")
     fig.tight_layout()
@@ -185,11 +187,10 @@ def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
 @register("image_samples")
 def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
     """The first ``n`` samples of each run (lowest seed): rows = settings, columns = prediction target."""
-    runs = summary.drop_duplicates("run_id").copy()
-    runs.attrs["params"] = [c for c in summary.columns if c not in ("metric", "value")]
+    runs = summary.drop_duplicates("run_id")
     if "seed" in runs:
         runs = runs[runs["seed"] == runs["seed"].min()]
-    facets = _varying(runs)
+    facets = _facets(runs, _params(summary))
     groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]
     preds = [p for p in PRED_ORDER if p in set(runs["pred"])]
     fig, axes = plt.subplots(len(groups), len(preds), figsize=(2.2 * len(preds), 2.3 * len(groups)), squeeze=False)
@@ -211,5 +212,32 @@ def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
                 ax.set_title(f"{pred}-pred", fontsize=10)
             if j == 0:
                 ax.set_ylabel(_label(dict(zip(facets, key)), facets), fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+@register("image_pred_loss_table")
+def fig_image_pred_loss_table(summary: pd.DataFrame, study_dir: Path, metric: str = "fd_feat"):
+    """Table 2 as heatmaps, one per token dimension: rows loss space, columns target; mean over seeds
+    with the (min-max) seed range, log colour scale."""
+    runs = _wide(_with_token_dim(summary))
+    dims = sorted(runs["token_dim"].unique(), reverse=True)
+    fig, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.3), squeeze=False)
+    for ax, dim in zip(axes[0], dims):
+        g = runs[runs["token_dim"] == dim].groupby(["loss", "pred"])[metric]
+        mean = g.mean().unstack().reindex(index=PRED_ORDER, columns=PRED_ORDER)
+        lo, hi = g.min().unstack().reindex_like(mean), g.max().unstack().reindex_like(mean)
+        n = g.count().unstack().reindex_like(mean)
+        text = mean.copy().astype(object)
+        for r in mean.index:
+            for c in mean.columns:
+                v = mean.loc[r, c]
+                text.loc[r, c] = "" if pd.isna(v) else (f"{v:.2f}" if n.loc[r, c] < 2 else
+                                                        f"{v:.2f}\n({lo.loc[r, c]:.2f}-{hi.loc[r, c]:.2f})")
+        sns.heatmap(np.log10(mean.astype(float)), annot=text, fmt="", cbar=False, cmap="magma_r", ax=ax,
+                    vmin=np.log10(runs[f"{metric}_floor"].min()), vmax=np.log10(runs[metric].max()))
+        ax.set_title(f"{int(dim)}-d tokens: {metric}", fontsize=10)
+        ax.set_xlabel("prediction target")
+        ax.set_ylabel("loss space")
     fig.tight_layout()
     return fig

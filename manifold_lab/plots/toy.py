@@ -81,13 +81,16 @@ def _metric_vs(summary: pd.DataFrame, x: str, metrics=("nn_dist", "off_manifold"
                hue: str = "pred"):
     sns.set_theme(style="whitegrid", font_scale=0.9)
     df = summary[summary["metric"].isin(metrics)].copy()
-    df["value"] = df["value"].astype(float).clip(upper=1e6)
+    df["value"] = df["value"].astype(float).clip(lower=1e-5, upper=1e6)  # D = d gives exact zeros
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         sub = df[df["metric"] == m]
         sns.lineplot(sub, x=x, y="value", hue=hue, hue_order=[p for p in PRED_ORDER if p in set(sub[hue])],
                      palette=PRED_COLORS, marker="o", errorbar=("pi", 100), ax=ax)
         ax.set_xscale("log", base=2)
+        ticks = sorted(sub[x].unique())
+        ax.set_xticks(ticks, [str(int(v)) for v in ticks])
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_title(m)
         ax.set_ylabel(m)

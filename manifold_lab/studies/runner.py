@@ -108,12 +108,23 @@ def register(sub) -> None:
                    help="override a parameter (YAML value); on a grid key it replaces the list, e.g. seed=[0,1,2]")
     p.add_argument("--results-dir", default="results", help="where <study>/ is written")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--figures-only", action="store_true",
+                   help="run nothing: redraw the figures from the existing summary.csv")
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
     spec = load_study(args.yaml)
     spec.override(args.overrides)
+    if args.figures_only:
+        import pandas as pd
+
+        study_dir = Path(args.results_dir) / spec.study
+        if not (study_dir / "summary.csv").is_file():
+            raise FileNotFoundError(f"no summary to draw from: {study_dir / 'summary.csv'} (run the study first)")
+        paths = render_figures(spec, pd.read_csv(study_dir / "summary.csv"), study_dir)
+        print("\n".join(str(p) for p in paths))
+        return 0
     report = run_study(spec, args.results_dir, workers=args.workers, progress=not args.no_progress)
     print(f"study {spec.study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished, "
           f"failed {len(report['failed'])} in {report['wall_s']:.0f} s -> {report['study_dir']}")

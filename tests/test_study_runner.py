@@ -1,0 +1,93 @@
+"""The study runner: real papermill runs of the toy notebook, skip/recover, tidy summary, errors."""
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from manifold_lab.checks import ConfigError
+from manifold_lab.cli import main
+from manifold_lab.studies import results
+from manifold_lab.studies.runner import run_study
+from manifold_lab.studies.spec import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["D=[2]", "pred=[x,v]", "steps=20", "n_samples=200", "sample_steps=4", "batch=64"]
+
+
+def tiny_fig2():
+    spec = load_study(ROOT / "studies/toy_fig2.yaml")
+    spec.override(TINY)
+    return spec
+
+
+def test_runner_runs_skips_and_recovers(tmp_path):
+    spec = tiny_fig2()
+    rep = run_study(spec, tmp_path, workers=2, progress=False)
+    assert sorted(rep["ran"]) == ["D0002-spiral-d2-mlp-w256-vpred-vloss-s0", "D0002-spiral-d2-mlp-w256-xpred-vloss-s0"]
+    assert rep["failed"] == [] and rep["skipped"] == []
+    study = tmp_path / "toy_fig2"
+    for rid in rep["ran"]:
+        assert (study / rid / "metrics.json").is_file() and (study / rid / "notebook.ipynb").is_file()
+    summary = pd.read_csv(study / "summary.csv")
+    assert {"study", "run_id", "D", "pred", "loss", "seed", "metric", "value"} <= set(summary.columns)
+    assert set(summary["metric"]) >= {"nn_dist", "off_manifold", "energy_distance"}
+    assert len(summary) == 2 * summary["metric"].nunique()
+    assert len(pd.read_parquet(study / "summary.parquet")) == len(summary)
+    assert (study / "fig_toy_grid.png").stat().st_size > 10_000 and (study / "fig_metric_vs_D.png").is_file()
+
+    # A batch killed half way: one run folder left without metrics.json, one stale partial folder.
+    victim = study / rep["ran"][0]
+    (victim / "metrics.json").unlink()
+    stale = results.partial_dir(study, rep["ran"][1])
+    stale.mkdir()
+    (stale / "junk").write_text("half")
+    rep2 = run_study(tiny_fig2(), tmp_path, workers=1, progress=False)
+    assert rep2["ran"] == [victim.name] and rep2["skipped"] == [rep["ran"][1]]
+    assert (victim / "metrics.json").is_file()
+    assert not any(p.name.endswith(".partial") for p in study.iterdir() if p.name != stale.name)
+
+
+def test_failed_point_does_not_look_finished(tmp_path):
+    spec = tiny_fig2()
+    spec.override(["pred=[x]", "solver=rk4"])  # the notebook raises inside the kernel
+    rep = run_study(spec, tmp_path, workers=1, progress=False)
+    assert len(rep["failed"]) == 1 and rep["ran"] == []
+    rid = rep["failed"][0]
+    assert not (tmp_path / "toy_fig2" / rid).exists()
+    assert (results.partial_dir(tmp_path / "toy_fig2", rid) / "notebook.ipynb").is_file()
+
+
+def write(tmp_path, text):
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_yaml_errors_name_the_value(tmp_path, capsys):
+    nb = ROOT / "notebooks/toy_manifold.ipynb"
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'grdi'.*allowed: base, description"):
+        load_study(write(tmp_path, f"study: s\nnotebook: {nb}\nrun_id: a\ngrdi: {{D: [2]}}\n"))
+    spec = load_study(write(tmp_path, f"study: s\nnotebook: {nb}\nrun_id: 'D{{D}}'\ngrid: {{D: [2], widht: [3]}}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'widht'.*allowed: D, batch"):
+        run_study(spec, tmp_path, progress=False)
+    spec = load_study(write(tmp_path, "study: s\nnotebook: notebooks/nope.ipynb\nrun_id: a\n"))
+    with pytest.raises(FileNotFoundError, match="notebook not found: notebooks/nope.ipynb"):
+        run_study(spec, tmp_path, progress=False)
+    spec = load_study(write(tmp_path, f"study: s\nnotebook: {nb}\nrun_id: 'D{{D}}'\ngrid: {{D: [2]}}\nfigures: [pie]\n"))
+    with pytest.raises(ConfigError, match="unknown figure 'pie'.*toy_grid"):
+        run_study(spec, tmp_path, progress=False)
+    spec = load_study(write(tmp_path, f"study: s\nnotebook: {nb}\nrun_id: 'x'\ngrid: {{D: [2, 8]}}\n"))
+    with pytest.raises(ConfigError, match="same id to several grid points"):
+        spec.points()
+    assert main(["study", str(tmp_path / "missing.yaml")]) == 2
+    assert "study file not found" in capsys.readouterr().err
+
+
+def test_override_replaces_grid_lists_and_base_values():
+    spec = tiny_fig2()
+    spec.override(["seed=[0,1,2]", "lr=0.01"])
+    pts = spec.points()
+    assert [p["seed"] for p in pts] == [0, 1, 2, 0, 1, 2] and all(p["lr"] == 0.01 for p in pts)
+    with pytest.raises(ConfigError, match="--set expects key=value"):
+        spec.override(["lr"])

@@ -8,6 +8,7 @@ from PIL import Image
 
 from manifold_lab.checks import ConfigError
 from manifold_lab.data import real_images as ri
+from manifold_lab.data.imagefolder import to_model_range
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +75,7 @@ def test_batch_fn_draws_seeded_batches_in_model_range():
 
 def test_model_range_round_trip():
     u = np.random.default_rng(0).integers(0, 256, (4, 3, 5, 5), dtype=np.uint8)
-    assert np.array_equal(ri.to_uint8(ri.to_model_range(u)), u)
+    assert np.array_equal(ri.to_uint8(to_model_range(torch.from_numpy(u))), u)
     assert ri.to_uint8(torch.tensor([-3.0, 3.0])).tolist() == [0, 255]
 
 

@@ -14,8 +14,8 @@ one set of pictures at two resolutions, as the paper compares ImageNet at 256 an
 **A user folder.** :func:`load_image_folder` reads every image under a path (ImageFolder layout or flat),
 centre-crops it to a square and resizes it to the study resolution.
 
-Arrays are uint8 (N, 3, H, W); :func:`to_model_range` maps them to float32 in [-1, 1], the range the
-denoiser's unit-variance noise is mixed with.
+Arrays are uint8 (N, 3, H, W); ``manifold_lab.data.imagefolder.to_model_range`` maps them (as tensors)
+to float32 in [-1, 1], the range the denoiser's unit-variance noise is mixed with.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from manifold_lab.checks import ConfigError, check_positive
+from manifold_lab.data.imagefolder import IMG_EXTENSIONS, to_model_range
 from manifold_lab.io import save_npz
 
 # name -> (file inside skimage/data, licence note as scikit-image states it)
@@ -39,7 +40,6 @@ PHOTOS: dict[str, tuple[str, str]] = {
     "hubble_deep_field": ("hubble_deep_field.jpg", "NASA; may be freely used, public domain"),
     "immunohistochemistry": ("ihc.png", "CMMI; no known copyright restrictions"),
 }
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 CROP_VERSION = 1  # bump when the crop recipe changes, so old caches are not reused
 
 
@@ -117,11 +117,11 @@ def load_image_folder(path, size: int, *, max_images: int | None = None) -> np.n
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
     if max_images is not None:
         files = files[:max_images]
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+        raise FileNotFoundError(f"no images ({', '.join(sorted(set(IMG_EXTENSIONS)))}) under {root}")
     out = np.empty((len(files), size, size, 3), np.uint8)
     for i, f in enumerate(files):
         with Image.open(f) as im:
@@ -140,11 +140,6 @@ def downsample(images: np.ndarray, factor: int) -> np.ndarray:
         raise ConfigError(f"image size {h}x{w} is not divisible by the downsampling factor {factor}")
     x = images.reshape(n, c, h // factor, factor, w // factor, factor).astype(np.float32).mean((3, 5))
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def to_model_range(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1]."""
-    return torch.as_tensor(images).float().div(127.5).sub(1.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -166,7 +161,7 @@ class ImageSet:
 
     def batch_fn(self):
         """A trainer ``batch_fn(batch_size, generator) -> (x in [-1, 1], None)``, drawing with replacement."""
-        data = to_model_range(self.train)
+        data = to_model_range(torch.from_numpy(self.train))
 
         def fn(batch_size: int, generator: torch.Generator):
             idx = torch.randint(len(data), (batch_size,), generator=generator)

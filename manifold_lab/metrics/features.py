@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from manifold_lab.data.real_images import ImageSet, cache_dir, to_model_range
+from manifold_lab.data.imagefolder import to_model_range
+from manifold_lab.data.real_images import ImageSet, cache_dir
 from manifold_lab.io import save_torch
 
 FEATURE_DIM = 64
@@ -54,7 +55,7 @@ def train_feature_net(images: ImageSet, *, steps: int = 1500, batch: int = 128, 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         net = RotationNet()
-    data = to_model_range(images.train)
+    data = to_model_range(torch.from_numpy(images.train))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     hits = []

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from manifold_lab.data.real_images import ImageSet, to_model_range
+from manifold_lab.data.imagefolder import to_model_range
+from manifold_lab.data.real_images import ImageSet
 
 PIX_COMPONENTS = 64
 
@@ -71,11 +72,11 @@ class ImageMetric:
 
     def __init__(self, images: ImageSet, feature_net, n_floor: int):
         self.feature_net = feature_net
-        ref = to_model_range(images.ref)
+        ref = to_model_range(torch.from_numpy(images.ref))
         self.pca = PixelPCA(ref)
         self.ref_feat = self._features(ref)
         self.ref_pix = self.pca(ref)
-        floor_set = to_model_range(images.train[:n_floor])
+        floor_set = to_model_range(torch.from_numpy(images.train[:n_floor]))
         self.floor = {"fd_feat_floor": frechet_distance(self._features(floor_set), self.ref_feat),
                       "fd_pix_floor": frechet_distance(self.pca(floor_set), self.ref_pix)}
 

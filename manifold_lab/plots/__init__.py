@@ -24,9 +24,5 @@ def register(name: str):
 def figure_registry() -> dict[str, Callable]:
     """All registered study figures (imports the modules that define them)."""
     for m in _MODULES:
-        try:
-            importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m:
-                raise
+        importlib.import_module(m)
     return FIGURES

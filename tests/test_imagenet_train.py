@@ -22,13 +22,6 @@ PAPER_PARAMS_M = {"JiT-B/16": 131.12, "JiT-B/32": 133.19, "JiT-B/64": 141.46, "J
                   "JiT-G/32": 2011.6}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):

@@ -1,5 +1,4 @@
 """The study runner: real papermill runs of the toy notebook, skip/recover, tidy summary, errors."""
-import shutil
 from pathlib import Path
 
 import pandas as pd

@@ -1,4 +1,4 @@
-"""Acceptance of the toy study at its default budget (slow: about 15 minutes on 2 cores; `pytest -m slow`).
+"""Acceptance of the toy study at its default budget (slow: 413 s on 2 cores; `pytest -m slow`).
 
 At D=512 x-prediction's samples lie on the data while eps- and v-prediction are at least 10 times worse
 on nearest-neighbour distance and on the off-manifold residual; at D=2 all three targets work; 3 seeds.

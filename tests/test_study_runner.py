@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from manifold_lab import io
 from manifold_lab.checks import ConfigError
 from manifold_lab.cli import main
 from manifold_lab.studies import results
@@ -45,6 +46,16 @@ def test_runner_runs_skips_and_recovers(tmp_path):
     assert rep2["ran"] == [victim.name] and rep2["skipped"] == [rep["ran"][1]]
     assert (victim / "metrics.json").is_file()
     assert not any(p.name.endswith(".partial") for p in study.iterdir() if p.name != stale.name)
+
+    # The same run ids with a changed parameter (not in the id): the finished runs are stale, run again.
+    changed = tiny_fig2()
+    changed.override(["pred=[x]", "lr=0.003"])
+    x_run = "D0002-spiral-d2-mlp-w256-xpred-vloss-s0"
+    assert results.is_complete(study / x_run) and not results.is_current(study / x_run, changed.points()[0])
+    rep3 = run_study(changed, tmp_path, workers=1, progress=False)
+    assert rep3["ran"] == [x_run] and rep3["skipped"] == []
+    assert io.read_json(study / rep3["ran"][0] / "run.json")["params"]["lr"] == 0.003
+    assert run_study(changed, tmp_path, workers=1, progress=False)["skipped"] == rep3["ran"]
 
 
 def test_failed_point_does_not_look_finished(tmp_path):
@@ -90,3 +101,37 @@ def test_override_replaces_grid_lists_and_base_values():
     assert [p["seed"] for p in pts] == [0, 1, 2, 0, 1, 2] and all(p["lr"] == 0.01 for p in pts)
     with pytest.raises(ConfigError, match="--set expects key=value"):
         spec.override(["lr"])
+
+
+LINKED = """study: s
+notebook: notebooks/image_study.ipynb
+run_id: "p{patch}-{pred}-n{steps}"
+base: {width: 64}
+grid:
+  setting: [{patch: 8, steps: 600}, {patch: 2, steps: 4000}]
+  pred: [x, eps]
+"""
+
+
+def test_linked_axis_sets_parameters_together(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = load_study(write(tmp_path, LINKED))
+    assert [(p["patch"], p["steps"], p["pred"]) for p in spec.points()] == [
+        (8, 600, "x"), (8, 600, "eps"), (2, 4000, "x"), (2, 4000, "eps")]
+    assert all("setting" not in p and p["width"] == 64 for p in spec.points())
+    assert sorted(spec.parameter_names()) == ["patch", "pred", "steps", "width"]
+    from manifold_lab.studies.spec import check_against_notebook
+    check_against_notebook(spec)  # the notebook knows patch and steps; "setting" is only a label
+
+    spec.override(["patch=2"])  # a value some entries have: keep those entries
+    assert spec.grid["setting"] == [{"patch": 2, "steps": 4000}]
+    spec.override(["steps=10"])  # a value no entry has: set it in every entry
+    assert [p["steps"] for p in spec.points()] == [10, 10]
+
+    bad = {"mixes mappings and plain values": "[{patch: 8, steps: 600}, 2]",
+           "must set the same parameters": "[{patch: 8, steps: 600}, {patch: 2}]",
+           "'pred' of linked axis grid\\['setting'\\] is also set by grid\\['pred'\\]": "[{patch: 8, pred: x}]"}
+    for message, value in bad.items():
+        text = LINKED.replace("[{patch: 8, steps: 600}, {patch: 2, steps: 4000}]", value)
+        with pytest.raises(ConfigError, match=message):
+            load_study(write(tmp_path, text))

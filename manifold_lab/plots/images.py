@@ -71,7 +71,8 @@ def _metric_vs(summary: pd.DataFrame, x: str, *, logx: bool = True, title: str =
     """Rows: one per extra varying parameter value (e.g. loss space); columns: the two metrics."""
     sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = _wide(summary)
-    facets = _facets(runs, _params(summary), exclude=(x,))
+    # a parameter tied to x (one value per x, e.g. a per-patch step budget) does not split the panels
+    facets = [c for c in _facets(runs, _params(summary), exclude=(x,)) if runs.groupby(x)[c].nunique().max() > 1]
     groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]
     fig, axes = plt.subplots(len(groups), len(METRICS), figsize=(4.4 * len(METRICS), 3.2 * len(groups)),
                              squeeze=False)
@@ -236,7 +237,9 @@ def fig_image_pred_loss_table(summary: pd.DataFrame, study_dir: Path, metric: st
                                                         f"{v:.2f}\n({lo.loc[r, c]:.2f}-{hi.loc[r, c]:.2f})")
         sns.heatmap(np.log10(mean.astype(float)), annot=text, fmt="", cbar=False, cmap="magma_r", ax=ax,
                     vmin=np.log10(runs[f"{metric}_floor"].min()), vmax=np.log10(runs[metric].max()))
-        ax.set_title(f"{int(dim)}-d tokens: {metric}", fontsize=10)
+        budget = sorted(runs.loc[runs["token_dim"] == dim, "steps"].unique()) if "steps" in runs else []
+        ax.set_title(f"{int(dim)}-d tokens" + "".join(f", {int(b)} steps" for b in budget) + f": {metric}",
+                     fontsize=10)
         ax.set_xlabel("prediction target")
         ax.set_ylabel("loss space")
     fig.tight_layout()

@@ -6,6 +6,7 @@ after the notebook succeeded, so a killed batch never leaves a half-written run 
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,21 @@ def run_dir(study_dir: Path, run_id: str) -> Path:
 
 def is_complete(path: Path) -> bool:
     return (Path(path) / "metrics.json").is_file()
+
+
+def is_current(path: Path, params: dict[str, Any]) -> bool:
+    """True if the run folder is complete and was made with exactly these parameters.
+
+    The parameters are recorded in ``run.json`` by the runner; a run folder without that record (made
+    before it existed) counts as current. A run whose record differs is stale and is run again.
+    """
+    if not is_complete(path):
+        return False
+    record = Path(path) / "run.json"
+    if not record.is_file():
+        return True
+    stored = io.read_json(record).get("params")
+    return stored is None or stored == json.loads(json.dumps(params))
 
 
 def partial_dir(study_dir: Path, run_id: str) -> Path:
@@ -41,7 +57,7 @@ def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any
     rows = []
     for run_id, params in points:
         path = run_dir(study_dir, run_id)
-        if not is_complete(path):
+        if not is_current(path, params):
             continue
         for metric, value in io.read_json(path / "metrics.json").items():
             rows.append({"study": study, "run_id": run_id, **params, "metric": metric, "value": float(value)})

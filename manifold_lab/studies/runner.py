@@ -33,7 +33,7 @@ def _execute(spec: StudySpec, study_dir: Path, run_id: str, params: dict, thread
                                parameters={**params, "out_dir": str(partial.resolve()), "threads": threads},
                                kernel_name="python3", progress_bar=False, cwd=str(Path.cwd()))
     wall = time.perf_counter() - start
-    io.write_json(partial / "run.json", {"run_id": run_id, "wall_s": wall, "threads": threads})
+    io.write_json(partial / "run.json", {"run_id": run_id, "wall_s": wall, "threads": threads, "params": params})
     results.finalize(partial, results.run_dir(study_dir, run_id))
     return wall
 
@@ -46,8 +46,8 @@ def run_study(spec: StudySpec, results_dir: str | Path = "results", *, workers: 
     study_dir = Path(results_dir) / spec.study
     study_dir.mkdir(parents=True, exist_ok=True)
     points = [(spec.format_id(p), p) for p in spec.points()]
-    todo = [(rid, p) for rid, p in points if not results.is_complete(results.run_dir(study_dir, rid))]
-    skipped = [rid for rid, _ in points if results.is_complete(results.run_dir(study_dir, rid))]
+    todo = [(rid, p) for rid, p in points if not results.is_current(results.run_dir(study_dir, rid), p)]
+    skipped = [rid for rid, p in points if results.is_current(results.run_dir(study_dir, rid), p)]
     workers = max(1, min(workers or spec.workers, len(todo) or 1))
     threads = 1 if workers > 1 else 0
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}

@@ -10,6 +10,13 @@ Keys (unknown keys are an error)::
     run_id: "D{D:04d}-{pred}pred-{loss}loss-s{seed}"           # format string over the parameters
     figures: [toy_grid, metric_vs_D]      # names registered in manifold_lab.plots
     workers: 2                            # default number of runs at once
+
+A grid list of mappings is a *linked axis*: each entry sets several parameters together, and the axis'
+name is only a label (it is not a notebook parameter). For example, a training budget per patch size::
+
+    grid:
+      setting: [{patch: 8, steps: 600}, {patch: 2, steps: 4000}]
+      pred: [x, eps, v]
 """
 from __future__ import annotations
 
@@ -40,14 +47,31 @@ class StudySpec:
 
     def points(self) -> list[dict[str, Any]]:
         """Every grid point: base updated by one combination of the grid lists, in grid order."""
-        keys = list(self.grid)
-        out = [{**self.base, **dict(zip(keys, combo))} for combo in itertools.product(*self.grid.values())]
+        out = []
+        for combo in itertools.product(*self.grid.values()):
+            point = dict(self.base)
+            for key, value in zip(self.grid, combo):
+                if isinstance(value, dict):  # a linked axis sets its entry's parameters
+                    point.update(value)
+                else:
+                    point[key] = value
+            out.append(point)
         ids = [self.format_id(p) for p in out]
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ConfigError(f"run_id {self.run_id!r} gives the same id to several grid points: {dup[:3]}; "
                               "add the varying parameters to run_id")
         return out
+
+    def linked(self) -> dict[str, list[str]]:
+        """The linked axes: axis label -> the parameter names each of its entries sets."""
+        return {k: list(v[0]) for k, v in self.grid.items() if isinstance(v[0], dict)}
+
+    def parameter_names(self) -> list[str]:
+        """Every notebook parameter the study sets: base keys, plain grid keys, keys of linked axes."""
+        linked = self.linked()
+        names = [*self.base, *(k for k in self.grid if k not in linked)]
+        return names + [n for keys in linked.values() for n in keys if n not in names]
 
     def format_id(self, point: dict[str, Any]) -> str:
         try:
@@ -60,14 +84,24 @@ class StudySpec:
 
     def override(self, assignments: list[str]) -> None:
         """Apply ``key=value`` strings (values parsed as YAML): a grid key gets the new list (a scalar
-        becomes a one-element list); any other key goes into base."""
+        becomes a one-element list); any other key goes into base.
+
+        A parameter of a linked axis keeps the axis' entries that have that value (``patch=2``); when no
+        entry has it, the value is set in every entry (``steps=10``).
+        """
         for a in assignments:
             if "=" not in a:
                 raise ConfigError(f"--set expects key=value, got {a!r}")
             key, raw = a.split("=", 1)
             value = yaml.safe_load(raw)
+            axis = next((label for label, keys in self.linked().items() if key in keys), None)
             if key in self.grid:
                 self.grid[key] = value if isinstance(value, list) else [value]
+                _check_grid(self.grid, f"--set {a}")
+            elif axis is not None:
+                entries = self.grid[axis]
+                kept = [e for e in entries if e[key] == value]
+                self.grid[axis] = kept or [{**e, key: value} for e in entries]
             else:
                 self.base[key] = value
 
@@ -85,9 +119,7 @@ def load_study(path: str | Path) -> StudySpec:
         if key not in raw:
             raise ConfigError(f"{path}: missing required key {key!r}")
     grid = raw.get("grid") or {}
-    for k, v in grid.items():
-        if not isinstance(v, list) or not v:
-            raise ConfigError(f"{path}: grid[{k!r}] must be a non-empty list, got {v!r}")
+    _check_grid(grid, str(path))
     nb = Path(raw["notebook"])
     if not nb.is_absolute() and not nb.exists() and (path.parent.parent / nb).exists():
         nb = path.parent.parent / nb  # relative to the repository that holds studies/
@@ -100,6 +132,32 @@ def load_study(path: str | Path) -> StudySpec:
                      workers=workers, source=path)
 
 
+def _check_grid(grid: dict, where: str) -> None:
+    """Every grid value is a non-empty list; a list of mappings (a linked axis) has entries with the same
+    keys, none of which is another grid key or a key of another linked axis."""
+    seen: dict[str, str] = {}
+    for k, v in grid.items():
+        if not isinstance(v, list) or not v:
+            raise ConfigError(f"{where}: grid[{k!r}] must be a non-empty list, got {v!r}")
+        kinds = {isinstance(e, dict) for e in v}
+        if kinds == {False}:
+            continue
+        if kinds != {True}:
+            raise ConfigError(f"{where}: grid[{k!r}] mixes mappings and plain values: {v!r}; a linked axis "
+                              "holds only mappings, e.g. [{patch: 8, steps: 600}, {patch: 2, steps: 4000}]")
+        keys = list(v[0])
+        for e in v:
+            if list(e) != keys:
+                raise ConfigError(f"{where}: the entries of linked axis grid[{k!r}] must set the same parameters "
+                                  f"{keys}; got {list(e)} in {e!r}")
+        for n in keys:
+            other = n if n in grid else seen.get(n)
+            if other is not None:
+                raise ConfigError(f"{where}: parameter {n!r} of linked axis grid[{k!r}] is also set by "
+                                  f"grid[{other!r}]")
+            seen[n] = k
+
+
 def check_against_notebook(spec: StudySpec) -> dict[str, Any]:
     """Check the notebook exists and knows every base/grid parameter; return its parameters."""
     if not spec.notebook.is_file():
@@ -109,7 +167,7 @@ def check_against_notebook(spec: StudySpec) -> dict[str, Any]:
     params = papermill.inspect_notebook(str(spec.notebook))
     if not params:
         raise ConfigError(f"{spec.notebook} has no cell tagged 'parameters'")
-    check_keys(f"study {spec.source} (parameters of {spec.notebook})", [*spec.base, *spec.grid], params)
+    check_keys(f"study {spec.source} (parameters of {spec.notebook})", spec.parameter_names(), params)
     missing = [p for p in RUNNER_PARAMS if p not in params]
     if missing:
         raise ConfigError(f"{spec.notebook}: its parameters cell must define {', '.join(missing)}")

@@ -46,8 +46,9 @@ def run_study(spec: StudySpec, results_dir: str | Path = "results", *, workers: 
     study_dir = Path(results_dir) / spec.study
     study_dir.mkdir(parents=True, exist_ok=True)
     points = [(spec.format_id(p), p) for p in spec.points()]
-    todo = [(rid, p) for rid, p in points if not results.is_current(results.run_dir(study_dir, rid), p)]
-    skipped = [rid for rid, p in points if results.is_current(results.run_dir(study_dir, rid), p)]
+    current = {rid: results.is_current(results.run_dir(study_dir, rid), p) for rid, p in points}
+    todo = [(rid, p) for rid, p in points if not current[rid]]
+    skipped = [rid for rid, _ in points if current[rid]]
     workers = max(1, min(workers or spec.workers, len(todo) or 1))
     threads = 1 if workers > 1 else 0
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check in one call (261 s on one H100 on 2026-11-27; nothing here runs in CI):
+# Every GPU check in one call (261-279 s on one H100 on 2026-11-27; nothing here runs in CI):
 #   1. the tests marked gpu (bf16 autocast paths on CUDA);
 #   2. the trainer under torchrun on one GPU (NCCL, bf16): a tiny JiT on a generated ImageFolder, stopped,
 #      resumed, then class-balanced guided sampling from its checkpoint;

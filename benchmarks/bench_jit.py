@@ -22,8 +22,10 @@ import time
 import torch
 
 from manifold_lab.denoiser import Denoiser
+from manifold_lab.device import autocast
 from manifold_lab.nets.jit import JiT, JiT_models, build_jit
 from manifold_lab.nets.macs import count_macs, count_params
+from manifold_lab.train.core import LRSchedule, TrainCore
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # a small CPU configuration: 32 px, patch 4 (64 tokens), width 192, 6 blocks, every JiT feature on
@@ -105,22 +107,18 @@ def main(argv=None) -> None:
     y = torch.randint(0, net.num_classes, (b,), device=device) if net.num_classes else None
     den = Denoiser(pred="x", loss="v", noise_scale=size / 256 if size >= 256 else 1.0,
                    num_classes=net.num_classes, label_drop=0.1 if net.num_classes else 0.0)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, betas=(0.9, 0.95))
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    precision = "fp32" if dtype == torch.float32 else "bf16"
+    core = TrainCore(net, den, schedule=LRSchedule(1e-4), generator=torch.Generator(device).manual_seed(0),
+                     precision=precision)      # the training core's step (no EMA: the network's own cost)
 
     @torch.no_grad()
     def forward():
-        with autocast():
+        with autocast(precision, device):
             net(z, t, y)
 
     def train_step():
-        with autocast():
-            loss = den.loss_per_sample(net, z, y).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        core.step(0, lambda: (z, y))
+        core.flush()
 
     mm_n = args.matmul_n or (8192 if device.type == "cuda" else 2048)
     mm = matmul_rate(device, dtype, mm_n, iters=10 if device.type == "cuda" else 3)

@@ -44,7 +44,7 @@ rc=$?; tail -2 "$OUT/tiny_train.log"; check $rc "tiny train (resume to 12)"
 import torch; s = torch.load('$W/tiny/checkpoint-last.pth', weights_only=False, map_location='cpu')
 print('checkpoint step', s['step']); assert s['step'] == 12, s['step']"
 check $? "resumed run reached step 12"
-timeout 180 "${TORCHRUN[@]}" -m manifold_lab sample --checkpoint "$W/tiny" --num-samples 12 --steps 4 --cfg 2.0 \
+timeout 180 "${TORCHRUN[@]}" -m manifold_lab sample --checkpoint "$W/tiny" --num-samples 12 --sample-steps 4 --cfg 2.0 \
     --batch-size 6 --out "$W/samples" --format both --no-progress > "$OUT/tiny_sample.log" 2>&1
 rc=$?; tail -2 "$OUT/tiny_sample.log"; check $rc "tiny sample"
 

@@ -7,7 +7,8 @@ Prints images/s, peak memory and the utilisation: model FLOPs/s (3 x 2 x forward
 training estimate) against a bf16 matmul rate measured on this GPU just before. It runs exactly the
 trainer's step (same builders, the same Denoiser loss, AdamW, two EMAs, bf16 autocast, uint8 -> [-1, 1]
 and the flip on the device); only the data is synthetic (uint8 noise already on the GPU, so the data
-loader is not measured). Then one guided sampling batch: Heun 50 steps (last Euler), cfg 3.0,
+loader is not measured); the step is the training core's (manifold_lab.train.core.TrainCore.step), the
+one every trainer takes, with the losses read back once at the end. Then one guided sampling batch: Heun 50 steps (last Euler), cfg 3.0,
 interval (0.1, 1.0). Writes a JSON of the figures to --out (default $OUT/gpu_train_check.json or ./).
 """
 from __future__ import annotations
@@ -24,11 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from manifold_lab.data.imagefolder import random_flip, to_model_range  # noqa: E402
+from manifold_lab.device import autocast  # noqa: E402
 from manifold_lab.nets.macs import count_macs  # noqa: E402
 from manifold_lab.sample import guided_velocity, sample_ode  # noqa: E402
+from manifold_lab.train.build import build_denoiser, build_model  # noqa: E402
 from manifold_lab.train.config import load_config  # noqa: E402
-from manifold_lab.train.ema import EMA  # noqa: E402
-from manifold_lab.train.imagenet import autocast, build_denoiser, build_model, param_groups  # noqa: E402
+from manifold_lab.train.core import LRSchedule, TrainCore  # noqa: E402
 
 
 def matmul_tflops(n: int = 8192, iters: int = 20) -> float:
@@ -75,28 +77,21 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     net = build_model(cfg).to(dev)
     macs = count_macs(net)
-    emas = [EMA(net, d) for d in cfg.ema_decays]
     den = build_denoiser(cfg)
-    opt = torch.optim.AdamW(param_groups(net, 0.0), lr=cfg.resolved_lr(8), betas=tuple(cfg.betas))
-    gen = torch.Generator(device=dev).manual_seed(0)
+    core = TrainCore(net, den, schedule=LRSchedule(cfg.resolved_lr(8)), generator=torch.Generator(dev).manual_seed(0),
+                     ema_decays=cfg.ema_decays, betas=cfg.betas, precision=cfg.precision)
     u8 = torch.randint(0, 256, (a.batch, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=dev)
     y = torch.randint(0, cfg.num_classes, (a.batch,), device=dev)
     net.train()
+    n_steps = iter(range(10 ** 9))
 
     def step():
-        x = random_flip(to_model_range(u8), gen)
-        with autocast(cfg.precision, dev):
-            loss = den.loss_per_sample(net, x, y, generator=gen).float().mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        for e in emas:
-            e.update(net)
-        return loss.detach()
+        return core.step(next(n_steps), lambda: (random_flip(to_model_range(u8), core.generator), y))
 
     t = time.perf_counter()
     for _ in range(a.warmup):
         step()
+    core.flush()
     sync()
     res["warmup_s"] = time.perf_counter() - t
     if cuda:
@@ -104,6 +99,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     for _ in range(a.steps):
         loss = step()
+    core.flush()                       # one sync for all timed steps; raises on a NaN loss
     sync()
     dt = (time.perf_counter() - t) / a.steps
     res.update(step_s=dt, images_per_s=a.batch / dt, loss=float(loss), fwd_gmacs_per_image=macs / 1e9,
@@ -119,7 +115,7 @@ def main(argv=None) -> int:
 
     net.eval()
     yb = torch.arange(a.sample_batch, device=dev) % cfg.num_classes
-    z0 = den.noise((a.sample_batch, 3, cfg.img_size, cfg.img_size), device=dev, generator=gen)
+    z0 = den.noise((a.sample_batch, 3, cfg.img_size, cfg.img_size), device=dev, generator=core.generator)
     fn = guided_velocity(den, net, yb, cfg=3.0, interval=(0.1, 1.0))
     sync()
     t = time.perf_counter()

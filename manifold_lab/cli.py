@@ -14,12 +14,13 @@ from manifold_lab.checks import ConfigError
 # ``func`` (called with the parsed args; returns an exit code or None).
 COMMANDS: dict[str, tuple[str, str]] = {
     "toy": ("manifold_lab.toy", "train, sample and measure one toy manifold run"),
+    "image": ("manifold_lab.image_study", "train, sample and measure one small-image run"),
     "study": ("manifold_lab.studies.runner", "run a study grid with papermill and render its figures"),
     "train": ("manifold_lab.train.imagenet", "train a JiT on an ImageFolder (CPU, one GPU or torchrun DDP)"),
-    "sample": ("manifold_lab.train.generate", "class-balanced sampling from a JiT checkpoint"),
-    "fid": ("manifold_lab.metrics.fid", "FID/IS of a sample folder or npz against reference statistics"),
-    "prepare-ref": ("manifold_lab.metrics.fid", "build FID reference statistics from an image folder"),
-    "sweep": ("manifold_lab.train.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
+    "sample": ("manifold_lab.evaluate.generate", "class-balanced sampling from a JiT checkpoint"),
+    "fid": ("manifold_lab.evaluate.fid", "FID/IS of a sample folder or npz against reference statistics"),
+    "prepare-ref": ("manifold_lab.evaluate.fid", "build FID reference statistics from an image folder"),
+    "sweep": ("manifold_lab.evaluate.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
 }
 
 
@@ -42,8 +43,8 @@ def main(argv=None) -> int:
     if command is None and argv and not argv[0].startswith("-"):
         print(f"error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    args = build_parser(command).parse_args(argv) if command else _top_level(argv)
     try:
+        args = build_parser(command).parse_args(argv) if command else _top_level(argv)
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,7 +9,8 @@ both the resolution and the token dimension, as in the paper (JiT-B/16 at 256 px
 
 Every resolution shows the same pictures (the shipped 32 px crops, box-downsampled), see
 :mod:`manifold_lab.data.real_images`. ``run_image_point(ImageConfig(...), out_dir)`` trains, samples,
-measures (:mod:`manifold_lab.metrics.images`) and writes the run folder::
+measures (:mod:`manifold_lab.metrics.images`) and writes the run folder. Training, sampling and the metric run on
+``cfg.device``; the metric's feature net is trained (once, cached) on the CPU, so it is one instrument on every device::
 
     out_dir/metrics.json   fd_feat, fd_pix, their real-vs-real floors, final_loss, timings, sizes (flat dict)
     out_dir/config.json    the resolved ImageConfig
@@ -21,20 +22,24 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from manifold_lab import io, param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.data.real_images import make_image_set, to_uint8
+from manifold_lab.config import add_config_flags, config_from_values, overrides_from_args
+from manifold_lab.data.imagefolder import to_uint8
+from manifold_lab.data.real_images import make_image_set
 from manifold_lab.denoiser import Denoiser
+from manifold_lab.device import PRECISIONS, autocast, check_device, generator, resolve_device
 from manifold_lab.metrics.features import load_feature_net
 from manifold_lab.metrics.images import ImageMetric
 from manifold_lab.nets.jit import JiT
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import TimeSampler
+from manifold_lab.train.core import LR_SCHEDULES
 from manifold_lab.train.loop import TrainConfig, train
 
 N_GRID = 64   # images in the saved sample grid
@@ -43,59 +48,70 @@ N_GRID = 64   # images in the saved sample grid
 @dataclass
 class ImageConfig:
     data: str = "skimage"       # skimage (shipped photo crops) or a path to an image folder
-    patch: int = 8              # patch size p; images are p * grid_side px; tokens are p*p*3-d
+    patch_size: int = 8         # patch size p; images are p * grid_side px; tokens are p*p*3-d
     grid_side: int = 4          # tokens per side (sequence length grid_side^2, fixed across patch sizes)
-    width: int = 64             # JiT hidden size
+    hidden_size: int = 64       # JiT hidden size (width)
     depth: int = 4              # JiT blocks
-    heads: int = 4              # attention heads
-    bottleneck: int = 0         # bottleneck patch-embed dim (0: plain linear patch embedding)
+    num_heads: int = 4          # attention heads
+    bottleneck_dim: int = 0     # bottleneck patch-embed dim (0: plain linear patch embedding)
     rope: bool = True           # 2-D RoPE in attention
     qk_norm: bool = True        # RMS-normalised queries and keys
     pred: str = "x"             # what the network outputs: x, eps or v
     loss: str = "v"             # the space of the squared error: x, eps or v
-    mu: float = -0.8            # logit-normal mean of training t (negative is noisier; paper: -0.8)
-    sigma: float = 0.8          # logit-normal std of training t
+    p_mean: float = -0.8        # logit-normal mean of training t (negative is noisier; paper: -0.8)
+    p_std: float = 0.8          # logit-normal std of training t
     noise_scale: float = 1.0    # eps ~ N(0, noise_scale^2) against images in [-1, 1]
     t_eps: float = 0.05         # clamp of (1 - t) and t in divisions, training and sampling
     steps: int = 600            # training steps
-    batch: int = 128            # training batch
-    lr: float = 1e-3            # AdamW learning rate (constant after warm-up)
-    warmup: int = 50            # linear lr warm-up steps
-    ema: float = 0.99           # EMA decay of the evaluated weights (0 turns it off)
+    batch_size: int = 128       # training batch
+    lr: float = 1e-3            # AdamW peak learning rate
+    warmup_steps: int = 50      # linear lr warm-up steps
+    lr_schedule: str = "constant"  # after warm-up: constant (the paper), or cosine decay to 0
+    ema_decays: list = field(default_factory=lambda: [0.99])  # EMA decays; the first is evaluated (none: the raw net)
     n_train: int = 20000        # training crops of the skimage set (plus 2000 reference); a folder uses all
     n_samples: int = 500        # generated images for the metric (the real-vs-real floor uses as many)
     solver: str = "heun"        # ODE solver: heun (last step Euler) or euler
     sample_steps: int = 20      # ODE steps from noise (t 0) to data (t 1)
     feat_steps: int = 800       # training steps of the metric's feature net (cached per data set)
     seed: int = 0               # seeds init, training draws and sampling (data and feature net: seed 0)
+    device: str = "auto"        # auto (CUDA when present, else the CPU), cpu, cuda, cuda:N
+    precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 or fp32
 
     def __post_init__(self):
-        for name in ("patch", "grid_side", "width", "depth", "heads", "steps", "batch", "n_train",
-                     "n_samples", "sample_steps", "feat_steps"):
+        for name in ("patch_size", "grid_side", "hidden_size", "depth", "num_heads", "steps", "batch_size",
+                     "n_train", "n_samples", "sample_steps", "feat_steps"):
             check_positive(name, getattr(self, name), integer=True)
         param.check_target("prediction target", self.pred)
         param.check_target("loss space", self.loss)
         check_choice("solver", self.solver, SOLVERS)
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_device(self.device)
         check_positive("lr", self.lr)
-        if not 0 <= self.ema < 1:
-            raise ConfigError(f"ema must be in [0, 1), got {self.ema!r}")
-        if self.bottleneck < 0:
-            raise ConfigError(f"bottleneck must be >= 0 (0 = plain patch embedding), got {self.bottleneck!r}")
+        if not all(0 <= e < 1 for e in self.ema_decays):
+            raise ConfigError(f"every EMA decay must be in [0, 1), got {self.ema_decays!r}")
+        if self.bottleneck_dim < 0:
+            raise ConfigError(f"bottleneck_dim must be >= 0 (0 = plain patch embedding), got {self.bottleneck_dim!r}")
 
     @property
     def img_size(self) -> int:
-        return self.patch * self.grid_side
+        return self.patch_size * self.grid_side
 
     @property
     def token_dim(self) -> int:
-        return 3 * self.patch ** 2
+        return 3 * self.patch_size ** 2
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
+                           lr_schedule=self.lr_schedule, ema_decays=tuple(self.ema_decays), seed=self.seed,
+                           precision=self.precision, device=self.device)
 
 
 def make_net(cfg: ImageConfig) -> JiT:
     """An unconditional JiT without in-context tokens, initialised under cfg.seed."""
     torch.manual_seed(cfg.seed)
-    return JiT(img_size=cfg.img_size, patch_size=cfg.patch, hidden_size=cfg.width, depth=cfg.depth,
-               num_heads=cfg.heads, num_classes=None, bottleneck_dim=cfg.bottleneck or None, rope=cfg.rope,
+    return JiT(img_size=cfg.img_size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size, depth=cfg.depth,
+               num_heads=cfg.num_heads, num_classes=None, bottleneck_dim=cfg.bottleneck_dim or None, rope=cfg.rope,
                qk_norm=cfg.qk_norm, in_context_len=0)
 
 
@@ -103,21 +119,20 @@ def run_image_point(cfg: ImageConfig, out_dir: str | Path, *, progress: bool = F
     """Train, sample and measure one image run; write the run folder (see the module docstring)."""
     out_dir = Path(out_dir)
     start = time.perf_counter()
+    device = resolve_device(cfg.device)
     images = make_image_set(cfg.data, cfg.img_size, n_train=cfg.n_train)
     feature_net, feat_info = load_feature_net(images, steps=cfg.feat_steps)
-    metric = ImageMetric(images, feature_net, n_floor=cfg.n_samples)
+    metric = ImageMetric(images, feature_net.to(device), n_floor=cfg.n_samples, device=device)
     net = make_net(cfg)
-    den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_sampler=TimeSampler("logit_normal", cfg.mu, cfg.sigma),
+    den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_sampler=TimeSampler("logit_normal", cfg.p_mean, cfg.p_std),
                    t_eps=cfg.t_eps, noise_scale=cfg.noise_scale)
-    tcfg = TrainConfig(steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, warmup=cfg.warmup,
-                       ema_decay=cfg.ema or None, seed=cfg.seed)
-    result = train(net, den, images.batch_fn(), tcfg, progress=progress,
-                   desc=f"p{cfg.patch} w{cfg.width} {cfg.pred}-pred {cfg.loss}-loss")
+    result = train(net, den, images.batch_fn(device), cfg.train_config(), progress=progress,
+                   desc=f"p{cfg.patch_size} w{cfg.hidden_size} {cfg.pred}-pred {cfg.loss}-loss")
     t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(cfg.precision, device):
         samples = generate(den, result.eval_net, (cfg.n_samples, 3, cfg.img_size, cfg.img_size),
-                           steps=cfg.sample_steps, solver=cfg.solver, generator=g)
+                           steps=cfg.sample_steps, solver=cfg.solver, device=device,
+                           generator=generator(device, cfg.seed + 1_000_003))
     sample_s = time.perf_counter() - t0
     metrics = metric(samples) | feat_info | {
         "final_loss": float(result.curve.loss.tail(max(1, cfg.steps // 10)).mean()),
@@ -125,13 +140,38 @@ def run_image_point(cfg: ImageConfig, out_dir: str | Path, *, progress: bool = F
         "params": sum(p.numel() for p in net.parameters()),
         "train_s": result.wall_s, "sample_s": sample_s, "wall_s": time.perf_counter() - start,
     }
-
-    from manifold_lab.plots.images import save_image_grid
-    grid = to_uint8(samples[:N_GRID])
-    io.save_npz(out_dir / "samples.npz", samples=grid)
-    save_image_grid(out_dir / "samples.png", grid)
-    io.save_table(out_dir / "curve.csv", result.curve)
-    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg) | {"img_size": cfg.img_size,
-                                                                        "token_dim": cfg.token_dim})
+    _save_run(out_dir, cfg, to_uint8(samples[:N_GRID], layout="nchw").numpy(), result.curve)
     io.write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
     return metrics
+
+
+def _save_run(out_dir: Path, cfg: ImageConfig, grid, curve) -> None:
+    from manifold_lab.plots.images import save_image_grid
+
+    io.save_npz(out_dir / "samples.npz", samples=grid)
+    save_image_grid(out_dir / "samples.png", grid)
+    io.save_table(out_dir / "curve.csv", curve)
+    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg) | {"img_size": cfg.img_size,
+                                                                        "token_dim": cfg.token_dim})
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def register(sub) -> None:
+    p = sub.add_parser("image", help="train and sample one small-image run", allow_abbrev=False,
+                       description="Train a small unconditional JiT on real images (the shipped photo crops or "
+                                   "a folder), sample it and measure two Fréchet distances. Writes OUT/metrics.json, "
+                                   "OUT/config.json, OUT/curve.csv, OUT/samples.png, OUT/samples.npz.")
+    add_config_flags(p, ImageConfig, title="run (ImageConfig fields)")
+    p.add_argument("--out", required=True, help="output folder of the run")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--progress", action="store_true", help="show a training progress bar")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_values(ImageConfig, overrides_from_args(args, ImageConfig), "flags")
+    metrics = run_image_point(cfg, args.out, progress=args.progress)
+    print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return 0

@@ -8,7 +8,9 @@
     out_dir/curve.csv     the training loss per step
     out_dir/fig_samples.png  generated points in the d-dim coordinates P^T x over the ground truth
 
-The same function backs ``python -m manifold_lab toy ...`` and ``notebooks/toy_manifold.ipynb``.
+The same function backs ``python -m manifold_lab toy ...`` and ``notebooks/toy_manifold.ipynb``. Training,
+sampling and the metrics run on ``cfg.device``; the ground truth is drawn on the CPU, so it is the same on
+every device.
 
 Training t is uniform by default. The paper does not state the toy's t-sampler; its ImageNet
 logit-normal(-0.8, 0.8) puts only about 1e-4 of the mass above t = 0.9, so a toy MLP never learns the
@@ -18,50 +20,54 @@ at lr 2e-3). The default lr 4e-3 was chosen over 2e-3 because eps-prediction at 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from manifold_lab import io, param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
+from manifold_lab.config import add_config_flags, config_from_values, overrides_from_args
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
 from manifold_lab.denoiser import Denoiser
+from manifold_lab.device import PRECISIONS, autocast, check_device, generator, resolve_device
 from manifold_lab.metrics.manifold import toy_metrics
 from manifold_lab.nets.mlp import MLP
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import T_SAMPLERS, TimeSampler
+from manifold_lab.train.core import LR_SCHEDULES
 from manifold_lab.train.loop import TrainConfig, train
 
 
 @dataclass
 class ToyConfig:
-    dist: str = "spiral"        # toy distribution: spiral, moons, checkerboard, gaussian_ring, swiss_roll (d=2); sphere, torus, gaussian (any d)
-    d: int = 2                  # intrinsic dimension
-    D: int = 512                # ambient dimension (>= d)
+    dist: str = "spiral"        # spiral, moons, checkerboard, gaussian_ring, swiss_roll (d 2); sphere, torus, gaussian
+    d: int = 2                  # dimension of the data subspace (the manifold's own dimension can be lower)
+    D: int = 512                # ambient dimension (at least d)
     pred: str = "x"             # what the network outputs: x, eps or v
     loss: str = "v"             # the space of the squared error: x, eps or v
-    width: int = 256            # MLP hidden width
+    hidden_size: int = 256      # MLP hidden width
     depth: int = 5              # MLP Linear layers (ReLU between)
     steps: int = 2000           # training steps
-    batch: int = 512            # training batch
+    batch_size: int = 512       # training batch
     lr: float = 4e-3            # AdamW peak learning rate
-    warmup: int = 100           # linear lr warm-up steps
+    warmup_steps: int = 100     # linear lr warm-up steps
     lr_schedule: str = "cosine"  # after warm-up: cosine decay to 0, or constant
-    ema: float = 0.995          # EMA decay of the evaluated weights (0 = no EMA)
-    t_sampler: str = "uniform"  # training t: uniform, or logit_normal(mu, sigma) as on ImageNet (see docs)
-    mu: float = -0.8            # logit-normal mean (the paper's ImageNet -0.8)
-    sigma: float = 0.8          # logit-normal std (the paper's ImageNet 0.8)
+    ema_decays: list = field(default_factory=lambda: [0.995])  # EMA decays; the first is evaluated (none: the raw net)
+    t_sampler: str = "uniform"  # training t: uniform, or logit_normal(p_mean, p_std) as on ImageNet (see docs)
+    p_mean: float = -0.8        # logit-normal mean (the paper's ImageNet -0.8)
+    p_std: float = 0.8          # logit-normal std (the paper's ImageNet 0.8)
     t_eps: float = 0.05         # clamp of (1 - t) and t in divisions, training and sampling
     solver: str = "heun"        # ODE solver: heun (last step Euler) or euler
-    sample_steps: int = 50      # ODE steps from t=0 to t=1
+    sample_steps: int = 50      # ODE steps from noise (t 0) to data (t 1)
     n_samples: int = 2000       # generated points
     n_reference: int = 10000    # ground-truth points saved and used for nearest-neighbour distances
     seed: int = 0               # seeds init, training draws and sampling
     proj_seed: int = 0          # seeds the projection P (fixed across runs by default)
+    device: str = "auto"        # auto (CUDA when present, else the CPU), cpu, cuda, cuda:N
+    precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 or fp32
 
     def __post_init__(self):
         check_dist(self.dist, self.d)
@@ -70,88 +76,82 @@ class ToyConfig:
         param.check_target("loss space", self.loss)
         check_choice("time sampler", self.t_sampler, T_SAMPLERS)
         check_choice("solver", self.solver, SOLVERS)
-        for name in ("width", "depth", "steps", "batch", "sample_steps", "n_samples", "n_reference"):
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_device(self.device)
+        for name in ("hidden_size", "depth", "steps", "batch_size", "sample_steps", "n_samples", "n_reference"):
             check_positive(name, getattr(self, name), integer=True)
         check_positive("lr", self.lr)
-        if not 0 <= self.ema < 1:
-            raise ConfigError(f"ema must be in [0, 1), got {self.ema!r}")
+        if not all(0 <= e < 1 for e in self.ema_decays):
+            raise ConfigError(f"every EMA decay must be in [0, 1), got {self.ema_decays!r}")
         if self.n_reference < 10000:
             raise ConfigError(f"n_reference must be >= 10000, got {self.n_reference}")
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
+                           lr_schedule=self.lr_schedule, ema_decays=tuple(self.ema_decays), seed=self.seed,
+                           precision=self.precision, device=self.device)
 
 
 def run_toy(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, float]:
     """Train, sample and measure one toy run; write the run folder (see the module docstring)."""
     out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
     emb = ColumnOrthogonalEmbedding(cfg.D, cfg.d, seed=cfg.proj_seed)
     torch.manual_seed(cfg.seed)
-    net = MLP(cfg.D, width=cfg.width, depth=cfg.depth)
+    net = MLP(cfg.D, hidden_size=cfg.hidden_size, depth=cfg.depth)
     den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_eps=cfg.t_eps,
-                   t_sampler=TimeSampler(cfg.t_sampler, cfg.mu, cfg.sigma))
+                   t_sampler=TimeSampler(cfg.t_sampler, cfg.p_mean, cfg.p_std))
 
     def batch_fn(b, g):
         return emb.embed(sample_toy(cfg.dist, b, cfg.d, g)), None
 
-    tcfg = TrainConfig(steps=cfg.steps, batch=cfg.batch, lr=cfg.lr, warmup=cfg.warmup, lr_schedule=cfg.lr_schedule,
-                       ema_decay=cfg.ema or None, seed=cfg.seed)
-    result = train(net, den, batch_fn, tcfg, progress=progress, desc=f"toy D={cfg.D} {cfg.pred}-pred")
+    result = train(net, den, batch_fn, cfg.train_config(), progress=progress,
+                   desc=f"toy D={cfg.D} {cfg.pred}-pred")
     t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(cfg.seed + 1_000_003)
-    samples = generate(den, result.eval_net, (cfg.n_samples, cfg.D), steps=cfg.sample_steps,
-                       solver=cfg.solver, generator=g)
+    with autocast(cfg.precision, device):
+        samples = generate(den, result.eval_net, (cfg.n_samples, cfg.D), steps=cfg.sample_steps, solver=cfg.solver,
+                           device=device, generator=generator(device, cfg.seed + 1_000_003))
     sample_s = time.perf_counter() - t0
     g_ref = torch.Generator().manual_seed(10_000 + cfg.seed)
     reference = sample_toy(cfg.dist, cfg.n_reference, cfg.d, g_ref)
     fresh = sample_toy(cfg.dist, cfg.n_samples, cfg.d, g_ref)
-    metrics = toy_metrics(samples, emb, reference, fresh)
+    metrics = toy_metrics(samples, emb, reference.to(device), fresh.to(device))
     metrics |= {"final_loss": float(result.curve.loss.tail(100).mean()), "train_s": result.wall_s,
                 "sample_s": sample_s}
-
-    from manifold_lab.plots.toy import plot_toy_samples
-    io.save_npz(out_dir / "samples.npz", samples=samples.numpy(), P=emb.P.numpy(), reference=reference.numpy())
-    io.save_table(out_dir / "curve.csv", result.curve)
-    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg))
-    io.save_figure(out_dir / "fig_samples.png",
-                   plot_toy_samples(emb.project(samples).numpy(), reference.numpy(),
-                                    title=f"{cfg.dist} in D={cfg.D}: {cfg.pred}-pred, {cfg.loss}-loss"))
+    _save_run(out_dir, cfg, emb, samples.cpu(), reference, result.curve)
     io.write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
     return metrics
 
 
+def _save_run(out_dir: Path, cfg: ToyConfig, emb, samples, reference, curve) -> None:
+    from manifold_lab.plots.toy import plot_toy_samples
+
+    io.save_npz(out_dir / "samples.npz", samples=samples.numpy(), P=emb.P.numpy(), reference=reference.numpy())
+    io.save_table(out_dir / "curve.csv", curve)
+    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg))
+    io.save_figure(out_dir / "fig_samples.png",
+                   plot_toy_samples(emb.project(samples).numpy(), reference.numpy(),
+                                    title=f"{cfg.dist} in D={cfg.D}: {cfg.pred}-pred, {cfg.loss}-loss"))
+
+
 # ---- command line -----------------------------------------------------------------------------------
-_FLAG_HELP = {f.name: f.name for f in dataclasses.fields(ToyConfig)}
-
-
 def register(sub) -> None:
-    p = sub.add_parser("toy", help="train and sample one toy manifold run",
+    p = sub.add_parser("toy", help="train and sample one toy manifold run", allow_abbrev=False,
                        description="Train an MLP denoiser on d-dim data buried in D dims, sample it, measure it. "
                                    "Writes OUT/samples.npz (samples N x D, P D x d, reference >= 10000 x d), "
-                                   "OUT/metrics.json, OUT/config.json, OUT/curve.csv, OUT/fig_samples.png.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    comments = _field_comments()
-    for f in dataclasses.fields(ToyConfig):
-        p.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help=comments.get(f.name, f.name))
+                                   "OUT/metrics.json, OUT/config.json, OUT/curve.csv, OUT/fig_samples.png.")
+    add_config_flags(p, ToyConfig, title="run (ToyConfig fields)")
     p.add_argument("--out", required=True, help="output folder of the run")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_main)
 
 
-def _field_comments() -> dict[str, str]:
-    """The trailing comments of ToyConfig's fields, used as --help texts."""
-    import inspect
-    out = {}
-    for line in inspect.getsource(ToyConfig).splitlines():
-        if ":" in line and "#" in line and "=" in line:
-            name = line.split(":")[0].strip()
-            out[name] = line.split("#", 1)[1].strip()
-    return out
-
-
 def _main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    fields = {f.name for f in dataclasses.fields(ToyConfig)}
-    cfg = ToyConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg = config_from_values(ToyConfig, overrides_from_args(args, ToyConfig), "flags")
     metrics = run_toy(cfg, args.out, progress=not args.no_progress)
     print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return 0

@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["image_pred_loss", "image_width", "image_patch", "image_bottleneck", "image_noise_shift"]
 # every run of the shrunken studies: a few steps on a few images
-TINY = dict(steps=3, batch=8, n_train=64, n_samples=16, sample_steps=2, feat_steps=3, warmup=0)
+TINY = dict(steps=3, batch_size=8, n_train=64, n_samples=16, sample_steps=2, feat_steps=3, warmup_steps=0)
 
 
 @pytest.fixture(autouse=True)
@@ -65,20 +65,22 @@ def test_feature_net_is_cached_and_metric_has_floors(tmp_cache):
 
 
 def test_config_checks_and_token_geometry():
-    cfg = ImageConfig(patch=2, grid_side=4)
+    cfg = ImageConfig(patch_size=2, grid_side=4)
     assert (cfg.img_size, cfg.token_dim) == (8, 12)
-    assert ImageConfig(patch=8).token_dim == 192
+    assert ImageConfig(patch_size=8).token_dim == 192
     with pytest.raises(ConfigError, match="prediction target"):
         ImageConfig(pred="y")
     with pytest.raises(ConfigError, match="bottleneck"):
-        ImageConfig(bottleneck=-1)
-    net = make_net(ImageConfig(patch=2, width=32, depth=1, bottleneck=4))
+        ImageConfig(bottleneck_dim=-1)
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        ImageConfig(device="tpu")
+    net = make_net(ImageConfig(patch_size=2, hidden_size=32, depth=1, bottleneck_dim=4))
     assert net(torch.randn(2, 3, 8, 8), torch.rand(2)).shape == (2, 3, 8, 8)
 
 
 def test_run_image_point_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
-    metrics = run_image_point(ImageConfig(patch=2, width=16, depth=1, pred="eps", **TINY), out)
+    metrics = run_image_point(ImageConfig(patch_size=2, hidden_size=16, depth=1, pred="eps", **TINY), out)
     for name in ("metrics.json", "config.json", "curve.csv", "samples.png", "samples.npz"):
         assert (out / name).is_file(), name
     assert io.read_json(out / "metrics.json") == pytest.approx(metrics)
@@ -93,7 +95,7 @@ def _shrink(spec, points: int) -> list[str]:
     sets = [f"{k}=[{v[0]}]" for k, v in spec.grid.items()]
     first = next(iter(spec.grid))
     sets[0] = f"{first}=[{', '.join(map(str, spec.grid[first][:points]))}]"
-    return sets + [f"{k}={v}" for k, v in TINY.items()] + ["width=16", "depth=1"]
+    return sets + [f"{k}={v}" for k, v in TINY.items()] + ["hidden_size=16", "depth=1"]
 
 
 @pytest.mark.parametrize("study", STUDIES)

@@ -42,7 +42,7 @@ def test_dataset_items_and_device_side_maps(tmp_path):
     assert torch.equal(a, b)
     flipped = [not torch.equal(a[i], imgs[i]) for i in range(6)]
     assert all(torch.equal(a[i], imgs[i].flip(-1)) for i in range(6) if flipped[i]) and any(flipped)
-    assert torch.equal(to_uint8(imgs), torch.stack([ds[i][0] for i in range(6)]).permute(0, 2, 3, 1))
+    assert torch.equal(to_uint8(imgs, layout="nhwc"), torch.stack([ds[i][0] for i in range(6)]).permute(0, 2, 3, 1))
 
 
 def test_sampler_shuffles_per_epoch_partitions_ranks_and_resumes_mid_epoch():

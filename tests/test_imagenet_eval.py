@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from imagenet_helpers import make_image_folder, tiny_overrides  # noqa: E402
 
 from manifold_lab.data.imagefolder import load_image  # noqa: E402
-from manifold_lab.metrics import fid as fid_mod  # noqa: E402
+from manifold_lab.evaluate import fid as fid_mod  # noqa: E402
+from manifold_lab.evaluate.generate import (class_balanced_labels, generate_samples,  # noqa: E402
+                                            load_for_sampling, rank_range)
 from manifold_lab.train.config import load_config  # noqa: E402
-from manifold_lab.train.generate import (class_balanced_labels, generate_samples, load_for_sampling,  # noqa: E402
-                                         rank_range)
 from manifold_lab.train.imagenet import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_class_balanced_labels_and_rank_chunks():
 def test_sampling_is_resumable_and_batch_independent(run, tmp_path):
     net, den, cfg, path = load_for_sampling(str(run / "run"), "ema1")
     assert path.name == "checkpoint-last.pth"
-    kw = dict(num_samples=7, img_size=16, num_classes=3, cfg=2.0, steps=3, progress=False)
+    kw = dict(num_samples=7, img_size=16, num_classes=3, cfg=2.0, sample_steps=3, progress=False)
     a = generate_samples(net, den, out_dir=tmp_path / "a", batch_size=4, **kw)
     b = generate_samples(net, den, out_dir=tmp_path / "b", batch_size=3, **kw)
     files = sorted(p.name for p in a.glob("*.png"))
@@ -74,7 +74,7 @@ def test_fid_matches_torch_fidelity_calculate_metrics(run, tmp_path):
     stats = fid_mod.prepare_ref(data, tmp_path / "ref.npz", image_size=16, kind="tiny", verbose=False)
     net, den, cfg, _ = load_for_sampling(str(run / "run"), "ema2")
     samples = generate_samples(net, den, out_dir=tmp_path / "s", num_samples=20, img_size=16, num_classes=3,
-                               cfg=1.5, steps=3, batch_size=10, progress=False)
+                               cfg=1.5, sample_steps=3, batch_size=10, progress=False)
     ours = fid_mod.evaluate_folder(samples, stats, kind="tiny", batch_size=8)
     kw = fid_mod.fidelity_kwargs("tiny", batch_size=8)
     theirs = torch_fidelity.calculate_metrics(input1=str(samples), input2=str(ref_dir), isc=True, fid=True,
@@ -85,7 +85,7 @@ def test_fid_matches_torch_fidelity_calculate_metrics(run, tmp_path):
     same = fid_mod.evaluate_folder(ref_dir, stats, kind="tiny")            # the reference against itself
     assert abs(same["fid"]) < 1e-3
     packed = generate_samples(net, den, out_dir=samples, num_samples=20, img_size=16, num_classes=3, cfg=1.5,
-                              steps=3, batch_size=10, fmt="npz", progress=False)   # packs the PNGs
+                              sample_steps=3, batch_size=10, fmt="npz", progress=False)   # packs the PNGs
     from_npz = fid_mod.evaluate_folder(packed / "samples.npz", stats, kind="tiny", batch_size=8)
     assert from_npz["fid"] == pytest.approx(ours["fid"], rel=1e-6)
 
@@ -97,7 +97,7 @@ def test_sweep_end_to_end(run, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["sweep", "--checkpoint", str(run / "run"), "--ref", str(tmp_path / "ref.npz"), "--cfg-scales",
             "1.0:2.0:1.0", "--emas", "ema1", "ema2", "--search-samples", "12", "--final-samples", "15",
-            "--steps", "2", "--out", str(out), "--feature-extractor", "tiny", "--no-progress"]
+            "--sample-steps", "2", "--out", str(out), "--feature-extractor", "tiny", "--no-progress"]
     assert main(argv) == 0
     import pandas as pd
     df = pd.read_csv(out / "sweep.csv")

@@ -13,8 +13,9 @@ from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides 
 from manifold_lab.checks import ConfigError  # noqa: E402
 from manifold_lab.train import checkpoint as ckpt_mod  # noqa: E402
 from manifold_lab.train.config import load_config  # noqa: E402
-from manifold_lab.train.imagenet import build_model, read_log, train  # noqa: E402
-from manifold_lab.train.lr_sched import lr_at  # noqa: E402
+from manifold_lab.train.build import build_model  # noqa: E402
+from manifold_lab.train.core import LRSchedule  # noqa: E402
+from manifold_lab.train.imagenet import read_log, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PARAMS_M = {"JiT-B/16": 131.12, "JiT-B/32": 133.19, "JiT-B/64": 141.46, "JiT-L/16": 458.88,
@@ -65,16 +66,39 @@ def test_cli_flags_override_yaml_and_parse_types():
     imagenet.register(p.add_subparsers())
     args = p.parse_args(["train", "--config", str(ROOT / "configs/jit_b16_in256.yaml"), "--epochs", "200",
                          "--model-args", '{"proj_drop": 0.1}', "--unconditional", "true", "--lr", "none"])
-    from manifold_lab.train.config import overrides_from_args
-    cfg = load_config(args.config, overrides_from_args(args))
+    from manifold_lab.config import overrides_from_args
+    from manifold_lab.train.config import ImageNetConfig
+    cfg = load_config(args.config, overrides_from_args(args, ImageNetConfig))
     assert cfg.epochs == 200 and cfg.model_args == {"proj_drop": 0.1} and cfg.unconditional and cfg.lr is None
 
 
+@pytest.mark.parametrize("argv,msg", [
+    (["--batch", "64"], "--batch was renamed --batch-size"),
+    (["--batch_size", "64"], "--batch_size was renamed --batch-size"),
+    (["--warmup", "3"], "--warmup was renamed --warmup-epochs"),
+    (["--ema-decay", "0.999"], "--ema-decay was renamed --ema-decays"),
+    (["--device", "npu"], "unknown device 'npu'"),
+])
+def test_old_spellings_and_bad_values_are_one_line_errors(argv, msg, capsys, tmp_path):
+    from manifold_lab.cli import main
+    assert main(["train", "--config", str(ROOT / "configs/jit_tiny_cpu.yaml"), "--data-path", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
+    bad = tmp_path / "old.yaml"
+    bad.write_text("model: JiT-B/16\nmu: -0.8\n")
+    with pytest.raises(ConfigError, match="'mu' was renamed 'p_mean'"):
+        load_config(bad)
+
+
 def test_lr_warmup_then_constant():
-    kw = dict(lr=2e-4, warmup_epochs=5, epochs=600)
-    assert lr_at(0.0, **kw) == 0 and lr_at(2.5, **kw) == pytest.approx(1e-4)
-    assert lr_at(5.0, **kw) == lr_at(599.9, **kw) == 2e-4
-    assert lr_at(600, schedule="cosine", min_lr=1e-6, **kw) == pytest.approx(1e-6)
+    spe = 1251                                             # ImageNet steps per epoch at batch 1024
+    lr_at = LRSchedule(2e-4, 5 * spe, 600 * spe)           # the paper: warm-up from 0, then constant
+    assert lr_at(0) == 0 and lr_at(int(2.5 * spe)) == pytest.approx(1e-4, rel=1e-3)
+    assert lr_at(5 * spe) == lr_at(599 * spe) == 2e-4
+    cos = LRSchedule(2e-4, 5 * spe, 600 * spe, "cosine", min_lr=1e-6)
+    assert cos(600 * spe) == pytest.approx(1e-6) and cos(5 * spe) == pytest.approx(2e-4)
+    small = LRSchedule(1.0, 4, 100, warmup_from_zero=False)   # small runs: the first step already moves
+    assert [small(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
 
 
 # ---- training and checkpoints ------------------------------------------------------------------------

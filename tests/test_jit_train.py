@@ -56,7 +56,7 @@ def test_200_steps_lower_the_loss(pred):
     den = Denoiser(pred=pred, loss="v", num_classes=NUM_CLASSES, label_drop=0.1)
     net = make_net()
     before = eval_loss(net, den)
-    result = train(net, den, batch_fn, TrainConfig(steps=200, batch=32, lr=2e-3, warmup=10, seed=0),
+    result = train(net, den, batch_fn, TrainConfig(steps=200, batch_size=32, lr=2e-3, warmup_steps=10, seed=0),
                    progress=False)
     after = eval_loss(result.net, den)
     assert math.isfinite(after) and after < 0.7 * before, (before, after)

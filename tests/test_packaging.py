@@ -37,3 +37,22 @@ def test_notebooks_are_thin_and_parameterised():
         assert len(code) <= 8, nb_path
         assert not any(re.search(r"^(def|class) ", s, re.M) for s in src), nb_path
         assert all(not c.get("outputs") for c in code), f"{nb_path}: strip outputs before committing"
+
+
+def test_each_notebook_parameters_cell_is_exactly_its_config():
+    """The parameters cell lists every field of the notebook's config with the config's default (so a study
+    can set any of them), plus the runner's out_dir and threads, and nothing else."""
+    import ast
+
+    import papermill
+
+    from manifold_lab.config import defaults
+    from manifold_lab.image_study import ImageConfig
+    from manifold_lab.toy import ToyConfig
+
+    for name, cls in [("toy_manifold.ipynb", ToyConfig), ("image_study.ipynb", ImageConfig)]:
+        params = papermill.inspect_notebook(str(ROOT / "notebooks" / name))
+        expected = defaults(cls)
+        assert set(params) == set(expected) | {"out_dir", "threads"}, (name, set(params) ^ set(expected))
+        for field, default in expected.items():
+            assert ast.literal_eval(params[field]["default"]) == default, (name, field)

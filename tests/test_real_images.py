@@ -8,7 +8,7 @@ from PIL import Image
 
 from manifold_lab.checks import ConfigError
 from manifold_lab.data import real_images as ri
-from manifold_lab.data.imagefolder import to_model_range
+from manifold_lab.data.imagefolder import load_image, to_model_range, to_uint8
 
 
 @pytest.fixture(autouse=True)
@@ -75,11 +75,14 @@ def test_batch_fn_draws_seeded_batches_in_model_range():
 
 def test_model_range_round_trip():
     u = np.random.default_rng(0).integers(0, 256, (4, 3, 5, 5), dtype=np.uint8)
-    assert np.array_equal(ri.to_uint8(to_model_range(torch.from_numpy(u))), u)
-    assert ri.to_uint8(torch.tensor([-3.0, 3.0])).tolist() == [0, 255]
+    assert np.array_equal(to_uint8(to_model_range(torch.from_numpy(u)), layout="nchw").numpy(), u)
+    assert np.array_equal(to_uint8(to_model_range(torch.from_numpy(u)), layout="nhwc").numpy(), u.transpose(0, 2, 3, 1))
+    assert to_uint8(torch.tensor([-3.0, 3.0, float("inf")]).view(1, 3, 1, 1), layout="nchw").flatten().tolist() == [0, 255, 255]
+    with pytest.raises(ConfigError, match="unknown layout 'chw'"):
+        to_uint8(torch.zeros(1, 3, 1, 1), layout="chw")
 
 
-def test_image_folder_is_centre_cropped_and_resized(tmp_path):
+def test_image_folder_is_read_with_the_trainers_scanner_and_adm_crop(tmp_path):
     root = tmp_path / "imgs"
     (root / "class_a").mkdir(parents=True)
     (root / "class_b").mkdir()
@@ -90,7 +93,8 @@ def test_image_folder_is_centre_cropped_and_resized(tmp_path):
     (root / "notes.txt").write_text("not an image")
     x = ri.load_image_folder(root, 8)
     assert x.shape == (2, 3, 8, 8) and x.dtype == np.uint8
-    assert (x[0] == 255).all()
+    assert np.array_equal(x[0], load_image(str(root / "class_a" / "wide.png"), 8).numpy())   # the trainer's crop
+    assert (x[0][:, :, 1:-1] == 255).all() and x[0].min() >= 240   # the centre; bicubic rings at the edges
     assert np.abs(x[1].astype(int) - 7).max() <= 2
     s = ri.make_image_set(str(root), 8, n_ref=1)
     assert len(s.train) + len(s.ref) == 2 and len(s.ref) == 1

@@ -12,7 +12,7 @@ from manifold_lab.studies.runner import run_study
 from manifold_lab.studies.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["D=[2]", "pred=[x,v]", "steps=20", "n_samples=200", "sample_steps=4", "batch=64"]
+TINY = ["D=[2]", "pred=[x,v]", "steps=20", "n_samples=200", "sample_steps=4", "batch_size=64"]
 
 
 def tiny_fig2():
@@ -79,8 +79,13 @@ def test_yaml_errors_name_the_value(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"unknown key\(s\) 'grdi'.*allowed: base, description"):
         load_study(write(tmp_path, f"study: s\nnotebook: {nb}\nrun_id: a\ngrdi: {{D: [2]}}\n"))
     spec = load_study(write(tmp_path, f"study: s\nnotebook: {nb}\nrun_id: 'D{{D}}'\ngrid: {{D: [2], widht: [3]}}\n"))
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'widht'.*allowed: D, batch"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'widht'.*allowed: D, batch_size"):
         run_study(spec, tmp_path, progress=False)
+    for old, new in [("width", "hidden_size"), ("batch", "batch_size"), ("mu", "p_mean"), ("ema", "ema_decays")]:
+        spec = load_study(write(tmp_path, f"study: s\nnotebook: {nb}\nrun_id: 'D{{D}}'\ngrid: {{D: [2]}}\n"))
+        spec.override([f"{old}=1"])                                        # --set with an old spelling
+        with pytest.raises(ConfigError, match=f"'{old}' was renamed '{new}'"):
+            run_study(spec, tmp_path, progress=False)
     spec = load_study(write(tmp_path, "study: s\nnotebook: notebooks/nope.ipynb\nrun_id: a\n"))
     with pytest.raises(FileNotFoundError, match="notebook not found: notebooks/nope.ipynb"):
         run_study(spec, tmp_path, progress=False)
@@ -105,10 +110,10 @@ def test_override_replaces_grid_lists_and_base_values():
 
 LINKED = """study: s
 notebook: notebooks/image_study.ipynb
-run_id: "p{patch}-{pred}-n{steps}"
-base: {width: 64}
+run_id: "p{patch_size}-{pred}-n{steps}"
+base: {hidden_size: 64}
 grid:
-  setting: [{patch: 8, steps: 600}, {patch: 2, steps: 4000}]
+  setting: [{patch_size: 8, steps: 600}, {patch_size: 2, steps: 4000}]
   pred: [x, eps]
 """
 
@@ -116,22 +121,22 @@ grid:
 def test_linked_axis_sets_parameters_together(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = load_study(write(tmp_path, LINKED))
-    assert [(p["patch"], p["steps"], p["pred"]) for p in spec.points()] == [
+    assert [(p["patch_size"], p["steps"], p["pred"]) for p in spec.points()] == [
         (8, 600, "x"), (8, 600, "eps"), (2, 4000, "x"), (2, 4000, "eps")]
-    assert all("setting" not in p and p["width"] == 64 for p in spec.points())
-    assert sorted(spec.parameter_names()) == ["patch", "pred", "steps", "width"]
+    assert all("setting" not in p and p["hidden_size"] == 64 for p in spec.points())
+    assert sorted(spec.parameter_names()) == ["hidden_size", "patch_size", "pred", "steps"]
     from manifold_lab.studies.spec import check_against_notebook
-    check_against_notebook(spec)  # the notebook knows patch and steps; "setting" is only a label
+    check_against_notebook(spec)  # the notebook knows patch_size and steps; "setting" is only a label
 
-    spec.override(["patch=2"])  # a value some entries have: keep those entries
-    assert spec.grid["setting"] == [{"patch": 2, "steps": 4000}]
+    spec.override(["patch_size=2"])  # a value some entries have: keep those entries
+    assert spec.grid["setting"] == [{"patch_size": 2, "steps": 4000}]
     spec.override(["steps=10"])  # a value no entry has: set it in every entry
     assert [p["steps"] for p in spec.points()] == [10, 10]
 
-    bad = {"mixes mappings and plain values": "[{patch: 8, steps: 600}, 2]",
-           "must set the same parameters": "[{patch: 8, steps: 600}, {patch: 2}]",
-           "'pred' of linked axis grid\\['setting'\\] is also set by grid\\['pred'\\]": "[{patch: 8, pred: x}]"}
+    bad = {"mixes mappings and plain values": "[{patch_size: 8, steps: 600}, 2]",
+           "must set the same parameters": "[{patch_size: 8, steps: 600}, {patch_size: 2}]",
+           "'pred' of linked axis grid\\['setting'\\] is also set by grid\\['pred'\\]": "[{patch_size: 8, pred: x}]"}
     for message, value in bad.items():
-        text = LINKED.replace("[{patch: 8, steps: 600}, {patch: 2, steps: 4000}]", value)
+        text = LINKED.replace("[{patch_size: 8, steps: 600}, {patch_size: 2, steps: 4000}]", value)
         with pytest.raises(ConfigError, match=message):
             load_study(write(tmp_path, text))

@@ -1,4 +1,5 @@
-"""ImageNet-style image folders: the ADM centre crop, uint8 tensors, and the device-side [-1, 1] map.
+"""Image folders, the one way every part of manifold_lab reads them: the ADM centre crop, uint8 tensors,
+the device-side [-1, 1] map and back (:func:`to_uint8`).
 
 Layout: ``root/<class name>/<image>``; classes are the sorted sub-folder names (index = position).
 Images are decoded and centre-cropped in the loader workers and stay uint8 (B, 3, H, W) until they reach
@@ -43,22 +44,40 @@ def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
     return Image.fromarray(arr[top:top + image_size, left:left + image_size])
 
 
-def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
-    """(class names, [(path, class index)]) of an ImageFolder, sorted. Raises on a missing or empty folder."""
+def _walk_images(folder: Path) -> list[str]:
+    """Every image file under ``folder`` (recursive, following links), sorted by path."""
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder, followlinks=True) for f in files
+                  if f.lower().endswith(IMG_EXTENSIONS))
+
+
+def _check_folder(root) -> Path:
     root = Path(root)
-    if not str(root):
-        raise ConfigError("no data folder given (set data_path / --data-path to an ImageFolder root)")
+    if not str(root) or str(root) == ".":
+        raise ConfigError("no data folder given (set data_path / --data-path to an image folder)")
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist (expected root/<class>/<image> files)")
+    return root
+
+
+def list_images(root: str | os.PathLike) -> list[str]:
+    """Every image under ``root`` (an ImageFolder or a flat folder), sorted. Raises if there are none."""
+    files = _walk_images(_check_folder(root))
+    if not files:
+        raise FileNotFoundError(f"no images under {root} (extensions: {', '.join(sorted(set(IMG_EXTENSIONS)))})")
+    return files
+
+
+def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, int]]]:
+    """(class names, [(path, class index)]) of an ImageFolder, sorted. Raises on a missing or empty folder.
+
+    The one folder scanner: the trainer, the image studies, ``prepare-ref`` and FID all read folders
+    through it (:func:`list_images` is the same walk without labels).
+    """
+    root = _check_folder(root)
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     if not classes:
         raise FileNotFoundError(f"data folder {root} has no class sub-folders (expected root/<class>/<image>)")
-    samples = []
-    for i, c in enumerate(classes):
-        for dirpath, _, files in sorted(os.walk(root / c, followlinks=True)):
-            for f in sorted(files):
-                if f.lower().endswith(IMG_EXTENSIONS):
-                    samples.append((os.path.join(dirpath, f), i))
+    samples = [(path, i) for i, c in enumerate(classes) for path in _walk_images(root / c)]
     if not samples:
         raise FileNotFoundError(f"data folder {root} has {len(classes)} class folder(s) but no images "
                                 f"(extensions: {', '.join(sorted(set(IMG_EXTENSIONS)))})")
@@ -149,6 +168,12 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> to
     return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
 
 
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] images (B, C, H, W) -> uint8 (B, H, W, C) on the CPU: (x+1)/2 * 255, rounded, clipped."""
-    return ((x.float() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu()
+LAYOUTS = ("nchw", "nhwc")
+
+
+def to_uint8(x: torch.Tensor, *, layout: str) -> torch.Tensor:
+    """Model-range images (B, C, H, W) in [-1, 1] -> uint8 [0, 255] on the CPU, rounded and clipped, laid
+    out as ``layout``: "nchw" (as given) or "nhwc" (for PIL / PNG files and ADM-style npz arrays)."""
+    check_choice("layout", layout, LAYOUTS)
+    u8 = ((x.detach().float() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
+    return (u8.permute(0, 2, 3, 1) if layout == "nhwc" else u8).cpu()

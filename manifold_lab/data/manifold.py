@@ -23,11 +23,11 @@ Gen = torch.Generator | None
 
 
 def _u(n, g, *shape):
-    return torch.rand((n, *shape), generator=g, dtype=torch.float64)
+    return torch.rand((n, *shape), generator=g, dtype=torch.float64, device=None if g is None else g.device)
 
 
 def _n(n, g, *shape):
-    return torch.randn((n, *shape), generator=g, dtype=torch.float64)
+    return torch.randn((n, *shape), generator=g, dtype=torch.float64, device=None if g is None else g.device)
 
 
 def _spiral(n, d, g):
@@ -120,10 +120,14 @@ def check_dist(name: str, d: int) -> None:
 
 
 def sample_toy(name: str, n: int, d: int = 2, generator: Gen = None) -> torch.Tensor:
-    """Draw n points of distribution ``name`` in d dims: (n, d) float32, zero mean, unit RMS per coordinate."""
+    """Draw n points of distribution ``name`` in d dims: (n, d) float32, zero mean, unit RMS per coordinate.
+
+    The points lie on the generator's device (the CPU without a generator).
+    """
     check_dist(name, d)
     mean, rms = _normaliser(name, d)
-    return ((DISTRIBUTIONS[name].fn(n, d, generator) - mean) / rms).float()
+    raw = DISTRIBUTIONS[name].fn(n, d, generator)
+    return ((raw - mean.to(raw.device)) / rms).float()
 
 
 class ColumnOrthogonalEmbedding:

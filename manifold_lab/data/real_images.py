@@ -11,8 +11,9 @@ The crops are made once per (n, size, seed, version) and cached as a compressed 
 A *low-resolution* copy of the same set is made by :func:`downsample` (box filter), so a study can compare
 one set of pictures at two resolutions, as the paper compares ImageNet at 256 and 64 pixels.
 
-**A user folder.** :func:`load_image_folder` reads every image under a path (ImageFolder layout or flat),
-centre-crops it to a square and resizes it to the study resolution.
+**A user folder.** :func:`load_image_folder` reads every image under a path (ImageFolder layout or flat)
+with the trainer's scanner and its ADM centre crop (:mod:`manifold_lab.data.imagefolder`), at the study
+resolution. The shipped crops keep their own box resize: the committed tables were made with it.
 
 Arrays are uint8 (N, 3, H, W); ``manifold_lab.data.imagefolder.to_model_range`` maps them (as tensors)
 to float32 in [-1, 1], the range the denoiser's unit-variance noise is mixed with.
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from manifold_lab.checks import ConfigError, check_positive
-from manifold_lab.data.imagefolder import IMG_EXTENSIONS, to_model_range
+from manifold_lab.data.imagefolder import list_images, load_image, to_model_range
 from manifold_lab.io import save_npz
 
 # name -> (file inside skimage/data, licence note as scikit-image states it)
@@ -111,26 +112,12 @@ def shipped_crops(n: int = 20000, size: int = 32, seed: int = 0) -> tuple[np.nda
 
 
 def load_image_folder(path, size: int, *, max_images: int | None = None) -> np.ndarray:
-    """Every image under ``path`` (recursive, sorted), centre-cropped square and resized: uint8 (N, 3, size, size)."""
-    from PIL import Image
-
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMG_EXTENSIONS)
-    if max_images is not None:
-        files = files[:max_images]
+    """Every image under ``path`` (ImageFolder or flat, recursive, sorted), ADM-centre-cropped to size x size,
+    as uint8 (N, 3, size, size): the same scanner and crop as the ImageNet trainer."""
+    files = list_images(path)[:max_images]
     if not files:
-        raise FileNotFoundError(f"no images ({', '.join(sorted(set(IMG_EXTENSIONS)))}) under {root}")
-    out = np.empty((len(files), size, size, 3), np.uint8)
-    for i, f in enumerate(files):
-        with Image.open(f) as im:
-            img = np.asarray(im.convert("RGB"))
-        h, w = img.shape[:2]
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        out[i] = _resize(np.ascontiguousarray(img[top:top + s, left:left + s]), size)
-    return out.transpose(0, 3, 1, 2).copy()
+        raise FileNotFoundError(f"no images under {path} (max_images={max_images})")
+    return torch.stack([load_image(f, size) for f in files]).numpy()
 
 
 def downsample(images: np.ndarray, factor: int) -> np.ndarray:
@@ -140,11 +127,6 @@ def downsample(images: np.ndarray, factor: int) -> np.ndarray:
         raise ConfigError(f"image size {h}x{w} is not divisible by the downsampling factor {factor}")
     x = images.reshape(n, c, h // factor, factor, w // factor, factor).astype(np.float32).mean((3, 5))
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float [-1, 1] (values outside are clipped) -> uint8 [0, 255] numpy, same shape."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
 @dataclass
@@ -159,12 +141,15 @@ class ImageSet:
     def img_size(self) -> int:
         return int(self.train.shape[-1])
 
-    def batch_fn(self):
-        """A trainer ``batch_fn(batch_size, generator) -> (x in [-1, 1], None)``, drawing with replacement."""
-        data = to_model_range(torch.from_numpy(self.train))
+    def batch_fn(self, device=None):
+        """A trainer ``batch_fn(batch_size, generator) -> (x in [-1, 1], None)``, drawing with replacement.
+
+        The whole train split is moved to ``device`` once; indices are drawn on the generator's device.
+        """
+        data = to_model_range(torch.from_numpy(self.train).to(device))
 
         def fn(batch_size: int, generator: torch.Generator):
-            idx = torch.randint(len(data), (batch_size,), generator=generator)
+            idx = torch.randint(len(data), (batch_size,), generator=generator, device=generator.device)
             return data[idx], None
         return fn
 

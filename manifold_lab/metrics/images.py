@@ -60,29 +60,32 @@ class PixelPCA:
         self.components = vt[:k].T   # (D, k)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        return ((images.reshape(len(images), -1).double() - self.mean) @ self.components).numpy()
+        flat = images.reshape(len(images), -1).to(self.mean.device).double()
+        return ((flat - self.mean) @ self.components).cpu().numpy()
 
 
 class ImageMetric:
     """Both Fréchet distances of generated images against an image set's reference split, plus floors.
 
-    feature_net: (n, 3, H, W) in [-1, 1] -> (n, F) features (see metrics.features.load_feature_net).
-    n_floor: how many training images make the real-vs-real floor (use the number of generated samples).
+    feature_net: (n, 3, H, W) in [-1, 1] -> (n, F) features (see metrics.features.load_feature_net), on
+    ``device``. n_floor: how many training images make the real-vs-real floor (use the number of generated
+    samples). Features and projections are computed on ``device``; the distances in float64 on the CPU.
     """
 
-    def __init__(self, images: ImageSet, feature_net, n_floor: int):
-        self.feature_net = feature_net
-        ref = to_model_range(torch.from_numpy(images.ref))
+    def __init__(self, images: ImageSet, feature_net, n_floor: int, device=None):
+        self.feature_net, self.device = feature_net, device
+        ref = to_model_range(torch.from_numpy(images.ref).to(device))
         self.pca = PixelPCA(ref)
         self.ref_feat = self._features(ref)
         self.ref_pix = self.pca(ref)
-        floor_set = to_model_range(torch.from_numpy(images.train[:n_floor]))
+        floor_set = to_model_range(torch.from_numpy(images.train[:n_floor]).to(device))
         self.floor = {"fd_feat_floor": frechet_distance(self._features(floor_set), self.ref_feat),
                       "fd_pix_floor": frechet_distance(self.pca(floor_set), self.ref_pix)}
 
     @torch.no_grad()
     def _features(self, x: torch.Tensor, chunk: int = 500) -> np.ndarray:
-        return torch.cat([self.feature_net(x[i:i + chunk]) for i in range(0, len(x), chunk)]).double().numpy()
+        x = x.to(self.device)
+        return torch.cat([self.feature_net(x[i:i + chunk]) for i in range(0, len(x), chunk)]).double().cpu().numpy()
 
     def __call__(self, samples: torch.Tensor) -> dict[str, float]:
         """samples: (n, 3, H, W) generated, in model range (clipped to [-1, 1] as a saved image would be)."""

@@ -1,4 +1,4 @@
-"""The toy denoiser: a ReLU MLP on (B, D) vectors (the paper's Fig. 2 generator: 5 layers, width 256)."""
+"""The toy denoiser: a ReLU MLP on (B, D) vectors (the paper's Fig. 2 generator: 5 layers, 256 hidden units)."""
 from __future__ import annotations
 
 import math
@@ -18,7 +18,8 @@ def timestep_features(t: torch.Tensor, dim: int = 64, max_period: float = 10000.
 
 
 class MLP(nn.Module):
-    """z (B, D), t (B,) -> (B, D). ``depth`` Linear layers with ReLU between them, hidden ``width``.
+    """z (B, D), t (B,) -> (B, D). ``depth`` Linear layers with ReLU between them, each hidden layer
+    ``hidden_size`` wide.
 
     Time enters as sinusoidal features of raw t (as JiT) concatenated to the input of the first layer (the
     paper does not say how; this is the simplest choice that keeps the 5-layer, width-256 shape). Scaling
@@ -26,14 +27,14 @@ class MLP(nn.Module):
     for x-prediction at D=512, 2000 steps, logit-normal t).
     """
 
-    def __init__(self, dim: int, width: int = 256, depth: int = 5, t_features: int = 64):
+    def __init__(self, dim: int, hidden_size: int = 256, depth: int = 5, t_features: int = 64):
         super().__init__()
         check_positive("MLP dim", dim, integer=True)
-        check_positive("MLP width", width, integer=True)
+        check_positive("MLP hidden_size", hidden_size, integer=True)
         if not (isinstance(depth, int) and depth >= 2):
             raise ValueError(f"MLP depth must be an integer >= 2, got {depth!r}")
-        self.dim, self.width, self.depth, self.t_features = dim, width, depth, t_features
-        sizes = [dim + t_features] + [width] * (depth - 1) + [dim]
+        self.dim, self.hidden_size, self.depth, self.t_features = dim, hidden_size, depth, t_features
+        sizes = [dim + t_features] + [hidden_size] * (depth - 1) + [dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))

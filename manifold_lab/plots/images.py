@@ -103,7 +103,7 @@ def _metric_vs(summary: pd.DataFrame, x: str, *, logx: bool = True, title: str =
 
 
 def _with_token_dim(summary: pd.DataFrame) -> pd.DataFrame:
-    """Add a token_dim parameter column (3 p^2) if the summary carries patch but not token_dim."""
+    """Add a token_dim parameter column (3 p^2) if the summary carries patch_size but not token_dim."""
     df = summary.copy()
     if "token_dim" not in df.columns:
         dims = df[df["metric"] == "token_dim"].set_index("run_id")["value"]
@@ -114,8 +114,8 @@ def _with_token_dim(summary: pd.DataFrame) -> pd.DataFrame:
 @register("image_pred_loss")
 def fig_image_pred_loss(summary: pd.DataFrame, study_dir: Path):
     """Table 2 analogue: metric against the token dimension (patch size), one line per target, per loss."""
-    df = _with_token_dim(summary).drop(columns=["patch"], errors="ignore")
-    return _metric_vs(df, "token_dim", vline="width", xlabel="token dimension 3p² (dotted: width)",
+    df = _with_token_dim(summary).drop(columns=["patch_size"], errors="ignore")
+    return _metric_vs(df, "token_dim", vline="hidden_size", xlabel="token dimension 3p² (dotted: width)",
                       title="Prediction target x loss space, 16 tokens per image (Table 2 analogue)")
 
 
@@ -123,15 +123,15 @@ def fig_image_pred_loss(summary: pd.DataFrame, study_dir: Path):
 def fig_image_vs_width(summary: pd.DataFrame, study_dir: Path):
     """Width sweep at a fixed patch; the dotted line marks the token dimension."""
     df = _with_token_dim(summary)
-    return _metric_vs(df, "width", vline="token_dim", xlabel="JiT width (dotted: token dimension)",
+    return _metric_vs(df, "hidden_size", vline="token_dim", xlabel="JiT width (dotted: token dimension)",
                       title="Metric against width at a fixed patch size")
 
 
 @register("image_vs_patch")
 def fig_image_vs_patch(summary: pd.DataFrame, study_dir: Path):
     """Patch sweep at a fixed width and sequence length: metric against the token dimension."""
-    df = _with_token_dim(summary).drop(columns=["patch"], errors="ignore")
-    return _metric_vs(df, "token_dim", vline="width", xlabel="token dimension 3p² (16 tokens; dotted: width)",
+    df = _with_token_dim(summary).drop(columns=["patch_size"], errors="ignore")
+    return _metric_vs(df, "token_dim", vline="hidden_size", xlabel="token dimension 3p² (16 tokens; dotted: width)",
                       title="Metric against patch size at a fixed width")
 
 
@@ -139,16 +139,16 @@ def fig_image_vs_patch(summary: pd.DataFrame, study_dir: Path):
 def fig_image_vs_bottleneck(summary: pd.DataFrame, study_dir: Path):
     """Fig. 4 analogue: metric against the bottleneck dim d' (0, no bottleneck, is drawn at twice the token dim)."""
     df = _with_token_dim(summary)
-    df["bottleneck"] = np.where(df["bottleneck"] == 0, 2 * df["token_dim"], df["bottleneck"])
-    return _metric_vs(df, "bottleneck", vline="width",
+    df["bottleneck_dim"] = np.where(df["bottleneck_dim"] == 0, 2 * df["token_dim"], df["bottleneck_dim"])
+    return _metric_vs(df, "bottleneck_dim", vline="hidden_size",
                       xlabel="bottleneck d' (rightmost point: no bottleneck; dotted: width)",
                       title="Bottleneck patch embedding (Fig. 4 analogue)")
 
 
 @register("image_vs_mu")
 def fig_image_vs_mu(summary: pd.DataFrame, study_dir: Path):
-    """Table 3 analogue: metric against the logit-normal mean mu of training t (more negative = noisier)."""
-    return _metric_vs(summary, "mu", logx=False, xlabel="noise shift mu (logit-normal mean of t)",
+    """Table 3 analogue: metric against the logit-normal mean p_mean of training t (more negative = noisier)."""
+    return _metric_vs(summary, "p_mean", logx=False, xlabel="noise shift p_mean = mu (logit-normal mean of t)",
                       title="Noise shift (Table 3 analogue)")
 
 

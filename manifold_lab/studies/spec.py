@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from manifold_lab.checks import ConfigError, check_keys
+from manifold_lab.config import check_names
 
 STUDY_KEYS = ("study", "notebook", "description", "base", "grid", "run_id", "figures", "workers")
 RUNNER_PARAMS = ("out_dir", "threads")  # set by the runner for every point
@@ -167,7 +168,7 @@ def check_against_notebook(spec: StudySpec) -> dict[str, Any]:
     params = papermill.inspect_notebook(str(spec.notebook))
     if not params:
         raise ConfigError(f"{spec.notebook} has no cell tagged 'parameters'")
-    check_keys(f"study {spec.source} (parameters of {spec.notebook})", spec.parameter_names(), params)
+    check_names(spec.parameter_names(), params, f"study {spec.source} (parameters of {spec.notebook})")
     missing = [p for p in RUNNER_PARAMS if p not in params]
     if missing:
         raise ConfigError(f"{spec.notebook}: its parameters cell must define {', '.join(missing)}")

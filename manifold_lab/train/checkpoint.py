@@ -55,13 +55,14 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
 
 
-def save_checkpoint(path: str | Path, *, model, emas: dict, optimizer, step: int, epoch: int,
-                    step_in_epoch: int, rng: list, config: dict) -> Path:
-    """Write one checkpoint atomically (a temp file, then rename). ``emas``: {decay: EMA}."""
+def save_checkpoint(path: str | Path, *, state: dict, step: int, epoch: int, step_in_epoch: int, rng: list,
+                    config: dict) -> Path:
+    """Write one checkpoint atomically (a temp file, then rename). ``state``: the training core's
+    ``state_dict()`` (model, ema, optimizer)."""
     obj = {
-        "model": model.state_dict(),
-        "ema": {str(d): e.state_dict() for d, e in emas.items()},
-        "optimizer": optimizer.state_dict(),
+        "model": state["model"],
+        "ema": state["ema"],
+        "optimizer": state["optimizer"],
         "step": int(step),
         "epoch": int(epoch),
         "step_in_epoch": int(step_in_epoch),

@@ -2,7 +2,8 @@
 
 ``load_config(yaml_path, overrides)`` reads the YAML (an unknown key is an error), then applies the
 command-line overrides (also checked), then validates. Every field is also a ``--flag`` of ``train``
-(``lr_schedule`` -> ``--lr-schedule``); dict and list fields take JSON (``--model-args '{"depth": 2}'``).
+(``lr_schedule`` -> ``--lr-schedule``, through :mod:`manifold_lab.config`, the helper every config uses);
+dict and list fields take JSON or YAML (``--model-args '{"depth": 2}'``).
 The resolved config is written into every run folder and checkpoint.
 
 Recipe defaults are the paper's (JiT §2): AdamW (0.9, 0.95), no weight decay, lr = blr * global batch /
@@ -11,18 +12,17 @@ EMAs 0.9999 and 0.9996, bf16 autocast on GPU, x-prediction with the v-loss, t_ep
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from manifold_lab.checks import ConfigError, check_choice, check_keys, check_positive
+from manifold_lab.checks import ConfigError, check_choice, check_positive
+from manifold_lab.config import config_from_values, field_names
+from manifold_lab.config import load_config as _load_config
+from manifold_lab.device import PRECISIONS, check_device
 from manifold_lab.param import TARGETS
+from manifold_lab.train.core import LR_SCHEDULES
 
-PRECISIONS = ("auto", "bf16", "fp32")
-LR_SCHEDULES = ("constant", "cosine")
 LOGGERS = ("csv", "tensorboard", "both", "none")
 BAD_IMAGE_POLICIES = ("error", "skip")
 
@@ -58,6 +58,7 @@ class ImageNetConfig:
     ema_decays: list = field(default_factory=lambda: [0.9999, 0.9996])
     grad_clip: float | None = None   # the paper uses none
     precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"             # auto (CUDA when present), cpu, cuda (under torchrun: cuda:LOCAL_RANK)
     compile: bool = False
     seed: int = 0                    # per-process seed = seed + rank
     max_steps: int | None = None     # stop after this many optimiser steps (the schedule still uses epochs)
@@ -90,6 +91,7 @@ class ImageNetConfig:
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_choice("log", self.log, LOGGERS)
         check_choice("bad_images", self.bad_images, BAD_IMAGE_POLICIES)
+        check_device(self.device)
         if self.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not 0 <= self.label_drop < 1:
@@ -120,86 +122,14 @@ class ImageNetConfig:
         return dataclasses.asdict(self)
 
 
-FIELD_NAMES = tuple(f.name for f in fields(ImageNetConfig))
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Parse one command-line string for the field ``name`` using the field's default type."""
-    default = ImageNetConfig.__dataclass_fields__[name]
-    typ = str(default.type)
-    if value is None:
-        return None
-    if typ.startswith(("dict", "list")):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--{name.replace('_', '-')} takes JSON, got {value!r} ({e})") from None
-    if value.lower() in ("none", "null") and "None" in typ:
-        return None
-    if typ.startswith("bool"):
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"--{name.replace('_', '-')} takes true/false, got {value!r}")
-    try:
-        if typ.startswith("int"):
-            return int(value)
-        if typ.startswith("float"):
-            return float(value)
-    except ValueError:
-        raise ConfigError(f"--{name.replace('_', '-')} takes a number, got {value!r}") from None
-    return value
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one ``--flag`` per config field (value kept as a string until parsed)."""
-    parser.add_argument("--config", default=None, help="YAML file of defaults (flags override it)")
-    group = parser.add_argument_group("config fields (override the YAML)")
-    for f in fields(ImageNetConfig):
-        flag = "--" + f.name.replace("_", "-")
-        group.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar=str(f.type).split(" ")[0].upper(),
-                           help=f"(default {_default_of(f)!r})")
-
-
-def _default_of(f) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict:
-    out = {}
-    for name in FIELD_NAMES:
-        v = getattr(args, f"cfg_{name}", None)
-        if v is not None:
-            out[name] = _coerce(name, v)
-    return out
-
-
-def read_yaml(path: str | Path) -> dict:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
-    return data
+FIELD_NAMES = field_names(ImageNetConfig)
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: dict | None = None) -> ImageNetConfig:
-    """YAML defaults, then overrides; unknown keys in either raise ConfigError naming them."""
-    values: dict = {}
-    if yaml_path is not None:
-        values.update(read_yaml(yaml_path))
-        check_keys(str(yaml_path), values, FIELD_NAMES)
-    if overrides:
-        check_keys("overrides", overrides, FIELD_NAMES)
-        values.update(overrides)
-    return ImageNetConfig(**values)
+    """An ImageNetConfig from YAML defaults and overrides (unknown or renamed keys raise ConfigError)."""
+    return _load_config(ImageNetConfig, yaml_path, overrides)
 
 
 def config_from_dict(d: dict) -> ImageNetConfig:
-    check_keys("checkpoint config", d, FIELD_NAMES)
-    return ImageNetConfig(**d)
+    """The config stored in a checkpoint."""
+    return config_from_values(ImageNetConfig, d, "checkpoint config")

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from manifold_lab.checks import ConfigError
+from manifold_lab.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -25,23 +28,23 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup(device: str | None = None) -> DistInfo:
-    """Start the process group if torchrun launched us; pick this process's device."""
+def setup(device: str = "auto") -> DistInfo:
+    """Start the process group if torchrun launched us; pick this process's device (a device knob:
+    auto, cpu, cuda, cuda:N). Under torchrun a CUDA run uses cuda:LOCAL_RANK."""
     ddp = int(os.environ.get("RANK", -1)) != -1
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = resolve_device(device)
     if not ddp:
-        dev = torch.device(device or ("cuda" if use_cuda else "cpu"))
         return DistInfo(False, 0, 1, 0, dev)
+    if dev.type == "cuda" and device.startswith("cuda:"):
+        raise ConfigError(f"device {device!r}: under torchrun each process uses cuda:LOCAL_RANK; "
+                          "set device to auto or cuda")
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    if use_cuda:
+    if dev.type == "cuda":
         dev = torch.device(f"cuda:{local}")
         torch.cuda.set_device(dev)
-        backend = "nccl"
-    else:
-        dev = torch.device("cpu")
-        backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, device_id=dev if use_cuda else None)
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
+                                device_id=dev if dev.type == "cuda" else None)
     return DistInfo(True, rank, world, local, dev)
 
 
@@ -55,9 +58,9 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Mean of a tensor over processes (a copy; the input is unchanged)."""
-    if not info.ddp:
+def all_reduce_mean(value: torch.Tensor, info: DistInfo | None) -> torch.Tensor:
+    """Mean of a tensor over processes (a copy; the input is unchanged). info None: one process."""
+    if info is None or not info.ddp:
         return value
     out = value.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)

@@ -1,11 +1,12 @@
-"""One small single-process trainer for CPU-scale runs (toy MLP, small image JiT).
+"""The small-run entry to the training core: a fixed number of steps on batches a function draws.
 
-Repeatable bit for bit on the CPU: parameters are initialised by the caller under a seed, and every
-random draw of training (data batch, t, eps, label drop) comes from one ``torch.Generator`` seeded here.
+The toy MLP and the small image JiT train here; every step is :meth:`manifold_lab.train.core.TrainCore.step`,
+the same step the ImageNet trainer takes. Repeatable bit for bit on the CPU: the caller initialises the
+parameters under a seed, and every random draw of training (data batch, t, eps, label drop) comes from
+the core's one generator, seeded with ``cfg.seed`` on the run's device.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -14,91 +15,88 @@ import pandas as pd
 import torch
 from torch import nn
 
-from manifold_lab.checks import check_choice, check_positive
-from manifold_lab.train.ema import EMA
+from manifold_lab.checks import ConfigError, check_choice, check_positive
+from manifold_lab.device import PRECISIONS, check_device, generator, resolve_device
+from manifold_lab.train.core import LR_SCHEDULES, LRSchedule, NonFiniteLossError, TrainCore
 
-# batch_fn(batch_size, generator) -> (x of shape (B, ...), y of shape (B,) or None)
+__all__ = ["BatchFn", "NonFiniteLossError", "TrainConfig", "TrainResult", "train"]
+
+FLUSH_EVERY = 50   # steps between reading the losses back from the device (and the NaN check)
+
+# batch_fn(batch_size, generator) -> (x of shape (B, ...), y of shape (B,) or None), on the generator's device
 BatchFn = Callable[[int, torch.Generator], tuple[torch.Tensor, "torch.Tensor | None"]]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
 
 
 @dataclass
 class TrainConfig:
     steps: int = 2000            # optimiser steps
-    batch: int = 512             # samples per step
-    lr: float = 1e-3             # AdamW learning rate, constant after warm-up
-    warmup: int = 0              # linear warm-up steps from 0
-    lr_schedule: str = "constant"  # after warm-up: "constant" (the paper) or "cosine" (decay to 0 at the end)
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.95)   # the paper's AdamW betas
-    ema_decay: float | None = None  # None: no EMA; else evaluate with the EMA copy
-    seed: int = 0                # seeds the generator of every training draw
+    batch_size: int = 512        # samples per step (per micro-batch when accum_steps > 1)
+    lr: float = 1e-3             # AdamW peak learning rate
+    warmup_steps: int = 0        # linear warm-up steps
+    lr_schedule: str = "constant"  # after warm-up: constant (the paper) or cosine (to min_lr at the end)
+    min_lr: float = 0.0          # floor of the cosine schedule
+    warmup_from_zero: bool = False  # True: the first step has lr 0 (the paper's code); False: lr / warmup_steps
+    weight_decay: float = 0.0    # on matrices only
+    betas: tuple = (0.9, 0.95)   # the paper's AdamW betas
+    ema_decays: tuple = ()       # EMA decays; the first one's copy is evaluated (none: the raw net)
+    accum_steps: int = 1         # micro-batches per optimiser step
     grad_clip: float | None = None
+    precision: str = "auto"      # auto: bf16 autocast on CUDA, none on the CPU; bf16; fp32
+    device: str = "auto"         # auto, cpu, cuda, cuda:N
+    seed: int = 0                # seeds the generator of every training draw
 
     def __post_init__(self):
-        check_positive("steps", self.steps, integer=True)
-        check_positive("batch", self.batch, integer=True)
+        for name in ("steps", "batch_size", "accum_steps"):
+            check_positive(name, getattr(self, name), integer=True)
         check_positive("lr", self.lr)
-        check_choice("lr schedule", self.lr_schedule, ("constant", "cosine"))
+        check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_device(self.device)
+        if not all(0 <= d < 1 for d in self.ema_decays):
+            raise ConfigError(f"every EMA decay must be in [0, 1), got {list(self.ema_decays)!r}")
+
+    def schedule(self) -> LRSchedule:
+        return LRSchedule(self.lr, self.warmup_steps, self.steps, self.lr_schedule, self.min_lr,
+                          self.warmup_from_zero)
 
 
 @dataclass
 class TrainResult:
     net: nn.Module                 # the trained network
-    eval_net: nn.Module            # the EMA copy if ema_decay was set, else net
+    eval_net: nn.Module            # the first EMA's copy if there is one, else net
     curve: pd.DataFrame = field(repr=False)   # columns: step, loss (batch mean), lr
     wall_s: float = 0.0
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then constant or cosine to 0."""
-    if cfg.warmup and step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    if cfg.lr_schedule == "cosine":
-        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-    return cfg.lr
+def make_core(net: nn.Module, denoiser, cfg: TrainConfig) -> TrainCore:
+    """The training core of a small run: ``net`` moved to cfg.device, a generator seeded with cfg.seed."""
+    device = resolve_device(cfg.device)
+    net.to(device)
+    return TrainCore(net, denoiser, schedule=cfg.schedule(), generator=generator(device, cfg.seed),
+                     ema_decays=cfg.ema_decays, weight_decay=cfg.weight_decay, betas=cfg.betas,
+                     precision=cfg.precision, accum_steps=cfg.accum_steps, grad_clip=cfg.grad_clip)
 
 
 def train(net: nn.Module, denoiser, batch_fn: BatchFn, cfg: TrainConfig, *, progress: bool = True,
           desc: str = "train") -> TrainResult:
-    """Train ``net`` with ``denoiser.loss_per_sample`` for cfg.steps AdamW steps; returns the result.
+    """Train ``net`` for cfg.steps steps of the core on ``batch_fn(cfg.batch_size, core.generator)``.
 
     Raises NonFiniteLossError naming the step if the loss is NaN or infinite.
     """
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    ema = EMA(net, cfg.ema_decay) if cfg.ema_decay is not None else None
-    rows = []
+    core = make_core(net, denoiser, cfg)
     it = range(cfg.steps)
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc=desc, mininterval=1.0)
+    rows = []
     start = time.perf_counter()
     net.train()
     for step in it:
-        lr = lr_at(step, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x, y = batch_fn(cfg.batch, gen)
-        loss = denoiser.loss_per_sample(net, x, y, generator=gen).mean()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"loss is {value} at step {step}; lower lr (now {lr:g}) or check the data")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema.update(net)
-        rows.append((step, value, lr))
-        if progress and step % 50 == 0:
-            it.set_postfix(loss=f"{value:.4f}")
+        core.step(step, lambda: batch_fn(cfg.batch_size, core.generator))
+        if (step + 1) % FLUSH_EVERY == 0 or step + 1 == cfg.steps:
+            rows += core.flush()
+            if progress:
+                it.set_postfix(loss=f"{rows[-1][1]:.4f}")
     net.eval()
-    curve = pd.DataFrame(rows, columns=["step", "loss", "lr"])
-    return TrainResult(net=net, eval_net=ema.model if ema is not None else net, curve=curve,
+    return TrainResult(net=net, eval_net=core.eval_net, curve=pd.DataFrame(rows, columns=["step", "loss", "lr"]),
                        wall_s=time.perf_counter() - start)

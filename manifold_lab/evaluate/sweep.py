@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from manifold_lab.checks import ConfigError
+from manifold_lab.evaluate.fid import add_extractor_flags, evaluate_folder, fidelity_kwargs, load_ref_stats
+from manifold_lab.evaluate.generate import add_sampling_flags, generate_samples, load_for_sampling
 from manifold_lab.io import save_figure, save_table, write_json
-from manifold_lab.metrics.fid import add_extractor_flags, evaluate_folder, fidelity_kwargs, load_ref_stats
+from manifold_lab.plots.sweep import plot_sweep
 from manifold_lab.train import distributed as dist_mod
-from manifold_lab.train.generate import add_sampling_flags, generate_samples, load_for_sampling
 
 COLUMNS = ["stage", "ema", "decay", "cfg", "num_samples", "fid", "is_mean", "is_std"]
 
@@ -38,30 +39,6 @@ def parse_scales(text: str) -> list[float]:
     except ValueError:
         raise ConfigError(f"--cfg-scales takes 'a,b,c' or 'start:stop:step' (start <= stop, step > 0), "
                           f"got {text!r}") from None
-
-
-def plot_sweep(df):
-    """FID and IS against the CFG scale, one line per EMA (search stage); the final point starred."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    search, final = df[df.stage == "search"], df[df.stage == "final"]
-    for ema, g in search.groupby("ema"):
-        g = g.sort_values("cfg")
-        label = f"{ema} ({g.decay.iloc[0]})"
-        axes[0].plot(g.cfg, g.fid, marker="o", label=label)
-        axes[1].plot(g.cfg, g.is_mean, marker="o", label=label)
-    for _, r in final.iterrows():
-        axes[0].plot([r.cfg], [r.fid], "k*", ms=12, label=f"final {r.ema} cfg {r.cfg} ({int(r.num_samples)})")
-        axes[1].plot([r.cfg], [r.is_mean], "k*", ms=12)
-    n = int(search.num_samples.iloc[0]) if len(search) else 0
-    axes[0].set(xlabel="CFG scale", ylabel=f"FID ({n} samples)")
-    axes[1].set(xlabel="CFG scale", ylabel="IS")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
 
 def _ema_decay(state_cfg: dict, ema: str) -> float | str:
@@ -92,8 +69,8 @@ def run_sweep(args, info: dist_mod.DistInfo) -> "object":
             print(f"[{stage}] {ema} cfg {w}: sampling {n} from {path}", flush=True)
         generate_samples(net, den, out_dir=folder, num_samples=n, img_size=cfg.img_size,
                          num_classes=None if cfg.unconditional else cfg.num_classes, batch_size=args.batch_size,
-                         cfg=w, interval=args.interval, steps=args.steps, solver=args.solver, seed=args.seed,
-                         precision=args.precision, info=info, progress=not args.no_progress)
+                         cfg=w, interval=args.interval, sample_steps=args.sample_steps, solver=args.solver,
+                         seed=args.seed, precision=args.precision, info=info, progress=not args.no_progress)
         row = None
         if info.is_main:
             m = evaluate_folder(folder, ref, kind=args.feature_extractor, weights=args.inception_weights,
@@ -132,7 +109,8 @@ def run_sweep(args, info: dist_mod.DistInfo) -> "object":
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="CFG x EMA sweep on 8K samples, then the best on 50K (FID/IS)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              allow_abbrev=False)
     add_sampling_flags(p)
     p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref)")
     p.add_argument("--cfg-scales", default="1.0:4.0:0.1", help="'a,b,c' or 'start:stop:step' (paper: 1.0-4.0)")

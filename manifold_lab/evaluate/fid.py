@@ -126,16 +126,9 @@ class _CroppedImages(torch.utils.data.Dataset):
     """Every image file under a folder (recursively), ADM-centre-cropped to uint8 (3, S, S)."""
 
     def __init__(self, root, image_size: int, max_images: int | None = None):
-        from manifold_lab.data.imagefolder import IMG_EXTENSIONS
+        from manifold_lab.data.imagefolder import list_images
 
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"image folder {root} does not exist")
-        files = sorted(str(Path(d) / f) for d, _, fs in os.walk(root, followlinks=True) for f in fs
-                       if f.lower().endswith(IMG_EXTENSIONS))
-        if not files:
-            raise FileNotFoundError(f"no images found under {root}")
-        self.files = files[:max_images] if max_images else files
+        self.files = list_images(root)[:max_images]
         self.image_size = image_size
 
     def __len__(self):
@@ -239,14 +232,16 @@ def add_extractor_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("fid", help="FID and IS of a folder of sample PNGs against reference statistics")
+    p = subparsers.add_parser("fid", help="FID and IS of a folder of sample PNGs against reference statistics",
+                              allow_abbrev=False)
     p.add_argument("samples", help="folder of PNG samples, or a samples .npz (arr_0), e.g. from `sample`")
     p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref)")
     p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     add_extractor_flags(p)
     p.set_defaults(func=_main_fid)
 
-    q = subparsers.add_parser("prepare-ref", help="build FID reference statistics from an image folder")
+    q = subparsers.add_parser("prepare-ref", help="build FID reference statistics from an image folder",
+                              allow_abbrev=False)
     q.add_argument("--data-path", required=True, help="image folder, e.g. ImageNet train (searched recursively)")
     q.add_argument("--img-size", type=int, required=True, help="ADM centre-crop size (256 or 512 in the paper)")
     q.add_argument("--out", required=True, help="output npz (mu, sigma)")

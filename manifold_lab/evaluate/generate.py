@@ -17,11 +17,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from manifold_lab.config import add_renamed_flags
 from manifold_lab.data.imagefolder import to_uint8
+from manifold_lab.device import PRECISIONS, autocast
 from manifold_lab.io import atomic_write
 from manifold_lab.sample import SOLVERS, guided_velocity, sample_ode
 from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train import distributed as dist_mod
+from manifold_lab.train.build import build_denoiser, build_model
 from manifold_lab.train.config import config_from_dict
 
 
@@ -46,8 +49,6 @@ def sample_noise(indices, shape, noise_scale: float, seed: int) -> torch.Tensor:
 
 def load_for_sampling(checkpoint: str, which: str = "ema1", device="cpu"):
     """(net in eval mode with the chosen weights, denoiser, config, checkpoint file) from a checkpoint."""
-    from manifold_lab.train.imagenet import build_denoiser, build_model
-
     state, path = ckpt_mod.load_checkpoint(checkpoint, map_location="cpu")
     cfg = config_from_dict(dict(state["config"], compile=False, resume=None))
     cfg.model_args = {k: v for k, v in cfg.model_args.items() if k != "compile"}
@@ -62,7 +63,7 @@ def png_path(out_dir: Path, i: int) -> Path:
 
 @torch.no_grad()
 def generate_samples(net, denoiser, *, out_dir, num_samples: int, img_size: int, num_classes: int | None,
-                     batch_size: int = 64, cfg: float = 1.0, interval=(0.1, 1.0), steps: int = 50,
+                     batch_size: int = 64, cfg: float = 1.0, interval=(0.1, 1.0), sample_steps: int = 50,
                      solver: str = "heun", seed: int = 0, precision: str = "auto", fmt: str = "png",
                      info: dist_mod.DistInfo | None = None, progress: bool = True) -> Path:
     """Write samples 0..num_samples-1 as PNGs (and/or one npz) into out_dir; returns out_dir.
@@ -70,8 +71,6 @@ def generate_samples(net, denoiser, *, out_dir, num_samples: int, img_size: int,
     num_classes None: unconditional. Existing PNGs are kept (resume). fmt: png, npz (PNGs removed after
     packing into samples.npz: arr_0 (N, H, W, 3) uint8 and labels) or both.
     """
-    from manifold_lab.train.imagenet import autocast
-
     info = info or dist_mod.DistInfo(False, 0, 1, 0, next(net.parameters()).device)
     device = info.device
     out_dir = Path(out_dir)
@@ -91,8 +90,8 @@ def generate_samples(net, denoiser, *, out_dir, num_samples: int, img_size: int,
             y = torch.as_tensor(labels[idx], device=device)
             fn = guided_velocity(denoiser, net, y, cfg=cfg, interval=tuple(interval))
         with autocast(precision, device):
-            x = sample_ode(fn, z0, steps=steps, solver=solver)
-        for i, img in zip(idx, to_uint8(x).numpy()):
+            x = sample_ode(fn, z0, steps=sample_steps, solver=solver)
+        for i, img in zip(idx, to_uint8(x, layout="nhwc").numpy()):
             atomic_write(png_path(out_dir, i), lambda tmp, a=img: Image.fromarray(a).save(tmp, format="PNG"))
     dist_mod.barrier(info)
     if fmt in ("npz", "both") and info.is_main:
@@ -112,19 +111,21 @@ def generate_samples(net, denoiser, *, out_dir, num_samples: int, img_size: int,
 # ---- command line ----------------------------------------------------------------------------------
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its checkpoint-last.pth)")
-    p.add_argument("--steps", type=int, default=50, help="ODE steps (50: 49 Heun + 1 Euler)")
+    p.add_argument("--sample-steps", type=int, default=50, help="ODE steps (50: 49 Heun + 1 Euler)")
     p.add_argument("--solver", default="heun", choices=SOLVERS)
     p.add_argument("--interval", type=float, nargs=2, default=(0.1, 1.0), metavar=("T_MIN", "T_MAX"),
                    help="CFG acts only for T_MIN < t < T_MAX (t = 1 clean)")
     p.add_argument("--batch-size", type=int, default=64, help="samples per process and batch")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--no-progress", action="store_true")
+    add_renamed_flags(p, {"--steps": "--sample-steps"})
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help="class-balanced samples from a checkpoint (PNGs or one npz)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              allow_abbrev=False)
     add_sampling_flags(p)
     p.add_argument("--ema", default="ema1", help="weights: ema1 (decay 0.9999), ema2 (0.9996), model, or a decay")
     p.add_argument("--cfg", type=float, default=1.0, help="guidance scale (paper: B 3.0, L 2.4, H 2.2 at 256)")
@@ -142,7 +143,7 @@ def main(args) -> int:
             print(f"loaded {args.ema} weights from {path}", flush=True)
         generate_samples(net, den, out_dir=args.out, num_samples=args.num_samples, img_size=cfg.img_size,
                          num_classes=None if cfg.unconditional else cfg.num_classes, batch_size=args.batch_size,
-                         cfg=args.cfg, interval=args.interval, steps=args.steps, solver=args.solver,
+                         cfg=args.cfg, interval=args.interval, sample_steps=args.sample_steps, solver=args.solver,
                          seed=args.seed, precision=args.precision, fmt=args.format, info=info,
                          progress=not args.no_progress)
         if info.is_main:

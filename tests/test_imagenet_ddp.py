@@ -30,7 +30,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es) on cpu" in proc.stdout and "global batch 8" in proc.stdout
-    state = torch.load(out / "checkpoint-last.pth", weights_only=False)
+    state = torch.load(out / "checkpoint-last.pth", weights_only=True)
     assert state["step"] == 3 and len(state["rng"]) == 2                 # every rank's random streams
     g0, g1 = (r["generator"] for r in state["rng"])
     assert not torch.equal(g0, g1)                                         # per-rank seeds

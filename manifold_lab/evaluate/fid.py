@@ -158,14 +158,18 @@ class _NpzImages(torch.utils.data.Dataset):
 
 
 def stats_from_features(features: torch.Tensor) -> dict:
+    """{mu, sigma} of (N, D) float32 features as torch-fidelity computes them: mu float32 (D,) (the
+    float32 mean), sigma float64 (D, D) (np.cov) -- the dtypes its fid_statistics_to_metric asserts."""
     from torch_fidelity.metric_fid import fid_features_to_statistics
-    s = fid_features_to_statistics(features)
-    return {"mu": np.asarray(s["mu"], dtype=np.float64), "sigma": np.asarray(s["sigma"], dtype=np.float64)}
+    s = fid_features_to_statistics(features.float())
+    return {"mu": np.asarray(s["mu"], dtype=np.float32), "sigma": np.asarray(s["sigma"], dtype=np.float64)}
 
 
 def prepare_ref(image_dir, out_path, *, image_size: int, kind: str = "inception", weights: str | None = None,
                 batch_size: int = 64, max_images: int | None = None, verbose: bool = True) -> Path:
-    """Centre-crop every image under image_dir, extract FID features, write {mu, sigma} to out_path (npz)."""
+    """Centre-crop every image under image_dir, extract FID features, write an npz: mu float32 (D,), sigma
+    float64 (D, D) (D = 2048 for Inception: what LTH14's torch-fidelity reads with np.load(f)['mu'] /
+    ['sigma'] and checks dtype by dtype), plus extractor, image_size and num_images (ignored there)."""
     from torch_fidelity.utils import get_featuresdict_from_dataset
 
     kw = fidelity_kwargs(kind, weights, batch_size=batch_size, verbose=verbose)
@@ -176,32 +180,71 @@ def prepare_ref(image_dir, out_path, *, image_size: int, kind: str = "inception"
 
     def w(tmp):
         with open(tmp, "wb") as f:
-            np.savez(f, mu=stats["mu"], sigma=stats["sigma"], extractor=kind, image_size=image_size,
-                     num_images=len(data))
+            np.savez(f, mu=stats["mu"].astype(np.float32), sigma=stats["sigma"].astype(np.float64),
+                     extractor=kind, image_size=image_size, num_images=len(data))
     return atomic_write(out_path, w)
 
 
+# the official reference statistics (LTH14/JiT fid_stats/, git blob ids of the committed files)
+OFFICIAL_STATS = {"3c94ea961be94d06efa9e5bf4da71eff52deaebb": "jit_in256_stats.npz",
+                  "349293d82b5625afe1c66c9409f3fa198485a19f": "jit_in512_stats.npz"}
+
+
+def git_blob_id(path) -> str:
+    """``git hash-object`` of a file: sha1 of b"blob <size>\\0" + its bytes."""
+    import hashlib
+
+    data = Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def describe_ref_stats(path) -> str:
+    """The file, and whether it is byte for byte one of the official JiT statistics files."""
+    name = OFFICIAL_STATS.get(git_blob_id(path)) if Path(path).is_file() else None
+    return f"{path} (the official {name})" if name else str(path)
+
+
 def load_ref_stats(path) -> dict:
+    """{mu float32 (D,), sigma float64 (D, D)} from an npz holding 'mu' and 'sigma': ours (prepare-ref;
+    older files have a float64 mu) or the official fid_stats/jit_in{256,512}_stats.npz. Extra keys are
+    ignored; a missing, unreadable or mis-shaped file is a one-line ConfigError / FileNotFoundError."""
+    from manifold_lab.checks import ConfigError
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference statistics {path} not found; build them with "
-                                "`python -m manifold_lab prepare-ref --data-path TRAIN_DIR --out FILE.npz`")
-    with np.load(path) as z:
-        if "mu" not in z or "sigma" not in z:
-            raise ValueError(f"{path} must hold arrays 'mu' and 'sigma'; it has {', '.join(z.files)}")
-        return {"mu": z["mu"].astype(np.float64), "sigma": z["sigma"].astype(np.float64)}
+                                "`python -m manifold_lab prepare-ref --data-path TRAIN_DIR --out FILE.npz`, or "
+                                "pass the official fid_stats/jit_in256_stats.npz")
+    try:
+        with np.load(path) as z:
+            if "mu" not in z or "sigma" not in z:
+                raise ConfigError(f"reference statistics {path} must hold arrays 'mu' and 'sigma'; it has "
+                                  f"{', '.join(z.files)}")
+            mu, sigma = z["mu"], z["sigma"]
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001  (np.load raises many kinds on damaged input)
+        raise ConfigError(f"cannot read reference statistics {path}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]) or not (np.isfinite(mu).all()
+                                                                         and np.isfinite(sigma).all()):
+        raise ConfigError(f"reference statistics {path}: need a finite mu (D,) and sigma (D, D), got "
+                          f"{mu.shape} and {sigma.shape}")
+    return {"mu": mu.astype(np.float32), "sigma": sigma.astype(np.float64)}
 
 
 # ---- evaluation --------------------------------------------------------------------------------------
 def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights: str | None = None,
                     batch_size: int = 64, isc_splits: int = 10, verbose: bool = False) -> dict:
-    """FID (against ``ref_stats``: an npz path or a {mu, sigma} dict) and IS of the PNGs in samples_dir."""
+    """FID (against ``ref_stats``: an npz path or a {mu, sigma} dict) and IS of the PNGs in samples_dir.
+    IS is averaged over ``isc_splits`` splits (the paper's 10), or one per sample where there are fewer."""
     from torch_fidelity.metric_fid import fid_statistics_to_metric
     from torch_fidelity.metric_isc import isc_featuresdict_to_metric
     from torch_fidelity.utils import extract_featuresdict_from_input_id
 
     kw = fidelity_kwargs(kind, weights, batch_size=batch_size, verbose=verbose)   # weights first
-    ref = load_ref_stats(ref_stats) if not isinstance(ref_stats, dict) else ref_stats
+    ref = load_ref_stats(ref_stats) if not isinstance(ref_stats, dict) else \
+        {"mu": np.asarray(ref_stats["mu"], np.float32), "sigma": np.asarray(ref_stats["sigma"], np.float64)}
     samples_dir = Path(samples_dir)
     if samples_dir.suffix == ".npz" and samples_dir.is_file():
         source = _NpzImages(samples_dir)
@@ -212,10 +255,12 @@ def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights:
     kw.update(input1=source, isc_splits=isc_splits)
     fe = _extractor(kw)
     feats = extract_featuresdict_from_input_id(1, fe, **kw)
+    kw["isc_splits"] = max(1, min(isc_splits, feats[kw["feature_layer_isc"]].shape[0]))   # no empty split
     isc = isc_featuresdict_to_metric(feats, kw["feature_layer_isc"], **kw)
     stats = stats_from_features(feats[kw["feature_layer_fid"]])
     if stats["mu"].shape != ref["mu"].shape:
-        raise ValueError(f"reference statistics have {ref['mu'].shape[0]} features, the extractor gives "
+        from manifold_lab.checks import ConfigError
+        raise ConfigError(f"reference statistics have {ref['mu'].shape[0]} features, the extractor gives "
                          f"{stats['mu'].shape[0]}: were they built with another feature extractor?")
     fid = fid_statistics_to_metric(stats, ref, verbose)["frechet_inception_distance"]
     return {"fid": float(fid), "is_mean": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
@@ -235,7 +280,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("fid", help="FID and IS of a folder of sample PNGs against reference statistics",
                               allow_abbrev=False)
     p.add_argument("samples", help="folder of PNG samples, or a samples .npz (arr_0), e.g. from `sample`")
-    p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref)")
+    p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref, or the official "
+                   "fid_stats/jit_in256_stats.npz / jit_in512_stats.npz)")
     p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     add_extractor_flags(p)
     p.set_defaults(func=_main_fid)
@@ -253,6 +299,7 @@ def register(subparsers) -> None:
 def _main_fid(args) -> int:
     m = evaluate_folder(args.samples, args.ref, kind=args.feature_extractor, weights=args.inception_weights,
                         batch_size=args.fid_batch_size, verbose=True)
+    print(f"reference: {describe_ref_stats(args.ref)}")
     print(f"FID {m['fid']:.4f}  IS {m['is_mean']:.2f} ± {m['is_std']:.2f}  ({m['num_samples']} samples)")
     if args.out:
         write_json(args.out, m)

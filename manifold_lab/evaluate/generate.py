@@ -47,14 +47,43 @@ def sample_noise(indices, shape, noise_scale: float, seed: int) -> torch.Tensor:
     return out
 
 
-def load_for_sampling(checkpoint: str, which: str = "ema1", device="cpu"):
-    """(net in eval mode with the chosen weights, denoiser, config, checkpoint file) from a checkpoint."""
-    state, path = ckpt_mod.load_checkpoint(checkpoint, map_location="cpu")
-    cfg = config_from_dict(dict(state["config"], compile=False, resume=None))
+def net_for_sampling(state: dict, which: str = "ema1", device="cpu", path: Path | None = None):
+    """(net in eval mode with the chosen weights, denoiser, config) from a state as load_checkpoint returns
+    it; a network that does not fit the weights is a one-line CheckpointError naming ``path``."""
+    cfg = config_from_dict(dict(state["config"], compile=False, resume=None, init_from=None))
     cfg.model_args = {k: v for k, v in cfg.model_args.items() if k != "compile"}
     net = build_model(cfg)
-    net.load_state_dict(ckpt_mod.weights_from_checkpoint(state, which))
-    return net.to(device).eval().requires_grad_(False), build_denoiser(cfg), cfg, path
+    ckpt_mod.load_weights(net, ckpt_mod.weights_from_checkpoint(state, which), path or Path("the checkpoint"))
+    return net.to(device).eval().requires_grad_(False), build_denoiser(cfg), cfg
+
+
+def load_for_sampling(checkpoint: str, which: str = "ema1", device="cpu"):
+    """(net in eval mode with the chosen weights, denoiser, config, checkpoint file) from a checkpoint
+    (ours or the official JiT layout, read safely: manifold_lab.train.checkpoint.load_checkpoint)."""
+    state, path = ckpt_mod.load_checkpoint(checkpoint, map_location="cpu")
+    return (*net_for_sampling(state, which, device, path), path)
+
+
+SAMPLING_DEFAULTS = {"cfg": 1.0, "interval": [0.1, 1.0], "sample_steps": 50, "solver": "heun"}
+
+
+def resolve_sampling(args, recommended: dict | None, names=("cfg", "interval", "sample_steps", "solver")) -> str:
+    """Fill each sampling flag left unset (None) on ``args`` from the checkpoint's recommended settings
+    (an official checkpoint's args), else our defaults. Returns one line saying what is used and whence."""
+    parts = []
+    for name in names:
+        if getattr(args, name, None) is not None:
+            src = "flag"
+        elif recommended and recommended.get(name) is not None:
+            setattr(args, name, recommended[name])
+            src = "checkpoint"
+        else:
+            setattr(args, name, SAMPLING_DEFAULTS[name])
+            src = "default"
+        value = getattr(args, name)
+        shown = f"{value[0]:g}-{value[1]:g}" if name == "interval" else value
+        parts.append(f"{name} {shown} ({src})")
+    return "using " + ", ".join(parts)
 
 
 def png_path(out_dir: Path, i: int) -> Path:
@@ -111,10 +140,12 @@ def generate_samples(net, denoiser, *, out_dir, num_samples: int, img_size: int,
 # ---- command line ----------------------------------------------------------------------------------
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its checkpoint-last.pth)")
-    p.add_argument("--sample-steps", type=int, default=50, help="ODE steps (50: 49 Heun + 1 Euler)")
-    p.add_argument("--solver", default="heun", choices=SOLVERS)
-    p.add_argument("--interval", type=float, nargs=2, default=(0.1, 1.0), metavar=("T_MIN", "T_MAX"),
-                   help="CFG acts only for T_MIN < t < T_MAX (t = 1 clean)")
+    unset = "; unset: the checkpoint's recommendation (official args), else"
+    p.add_argument("--sample-steps", type=int, default=None,
+                   help=f"ODE steps (50: 49 Heun + 1 Euler{unset} 50)")
+    p.add_argument("--solver", default=None, choices=SOLVERS, help=f"ODE solver{unset} heun")
+    p.add_argument("--interval", type=float, nargs=2, default=None, metavar=("T_MIN", "T_MAX"),
+                   help=f"CFG acts only for T_MIN < t < T_MAX (t = 1 clean{unset} 0.1 1.0)")
     p.add_argument("--batch-size", type=int, default=64, help="samples per process and batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -128,7 +159,9 @@ def register(subparsers) -> None:
                               allow_abbrev=False)
     add_sampling_flags(p)
     p.add_argument("--ema", default="ema1", help="weights: ema1 (decay 0.9999), ema2 (0.9996), model, or a decay")
-    p.add_argument("--cfg", type=float, default=1.0, help="guidance scale (paper: B 3.0, L 2.4, H 2.2 at 256)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="guidance scale (paper: B 3.0, L 2.4, H 2.2 at 256; unset: the checkpoint's recommendation "
+                        "(official args), else 1.0)")
     p.add_argument("--num-samples", type=int, default=50000)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--format", default="png", choices=("png", "npz", "both"))
@@ -138,9 +171,15 @@ def register(subparsers) -> None:
 def main(args) -> int:
     info = dist_mod.setup()
     try:
-        net, den, cfg, path = load_for_sampling(args.checkpoint, args.ema, info.device)
+        state, path = ckpt_mod.load_checkpoint(args.checkpoint, map_location="cpu")
+        net, den, cfg = net_for_sampling(state, args.ema, info.device, path)
+        line = resolve_sampling(args, state["meta"]["sampling"])
         if info.is_main:
-            print(f"loaded {args.ema} weights from {path}", flush=True)
+            for note in state["meta"]["notes"]:
+                print(f"note: {note}")
+            print(f"loaded {ckpt_mod.describe(state, args.ema, path)}, noise scale {den.noise_scale:g}", flush=True)
+            print(line, flush=True)
+        del state
         generate_samples(net, den, out_dir=args.out, num_samples=args.num_samples, img_size=cfg.img_size,
                          num_classes=None if cfg.unconditional else cfg.num_classes, batch_size=args.batch_size,
                          cfg=args.cfg, interval=args.interval, sample_steps=args.sample_steps, solver=args.solver,

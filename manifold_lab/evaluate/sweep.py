@@ -18,10 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from manifold_lab.checks import ConfigError
-from manifold_lab.evaluate.fid import add_extractor_flags, evaluate_folder, fidelity_kwargs, load_ref_stats
-from manifold_lab.evaluate.generate import add_sampling_flags, generate_samples, load_for_sampling
+from manifold_lab.evaluate.fid import (add_extractor_flags, describe_ref_stats, evaluate_folder, fidelity_kwargs,
+                                       load_ref_stats)
+from manifold_lab.evaluate.generate import add_sampling_flags, generate_samples, net_for_sampling, resolve_sampling
 from manifold_lab.io import save_figure, save_table, write_json
 from manifold_lab.plots.sweep import plot_sweep
+from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train import distributed as dist_mod
 
 COLUMNS = ["stage", "ema", "decay", "cfg", "num_samples", "fid", "is_mean", "is_std"]
@@ -48,13 +50,27 @@ def _ema_decay(state_cfg: dict, ema: str) -> float | str:
     return "none" if ema == "model" else ema
 
 
+def _inputs(args, info: dist_mod.DistInfo):
+    """(reference stats, checkpoint state, its file), checked before any sampling; unset sampling flags
+    filled from the checkpoint's recommendations (official args) or the defaults, and said."""
+    ref = load_ref_stats(args.ref)
+    fidelity_kwargs(args.feature_extractor, args.inception_weights)   # the weights file exists
+    state, path = ckpt_mod.load_checkpoint(args.checkpoint)           # read (and checked) once
+    state.pop("optimizer", None)
+    line = resolve_sampling(args, state["meta"]["sampling"], names=("interval", "sample_steps", "solver"))
+    if info.is_main:
+        for note in state["meta"]["notes"]:
+            print(f"note: {note}")
+        print(f"checkpoint {path}; reference {describe_ref_stats(args.ref)}; {line}", flush=True)
+    return ref, state, path
+
+
 def run_sweep(args, info: dist_mod.DistInfo) -> "object":
     import pandas as pd
 
     out = Path(args.out)
     table = out / "sweep.csv"
-    ref = load_ref_stats(args.ref)                       # fail early, before any sampling
-    fidelity_kwargs(args.feature_extractor, args.inception_weights)   # the weights file exists
+    ref, state, path = _inputs(args, info)
     scales = parse_scales(args.cfg_scales)
     done = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=COLUMNS)
     rows = done.to_dict("records")
@@ -63,7 +79,7 @@ def run_sweep(args, info: dist_mod.DistInfo) -> "object":
         if any(r["stage"] == stage and r["ema"] == ema and np.isclose(r["cfg"], w) and r["num_samples"] == n
                for r in rows):
             return
-        net, den, cfg, path = load_for_sampling(args.checkpoint, ema, info.device)
+        net, den, cfg = net_for_sampling(state, ema, info.device, path)
         folder = out / f"samples-{stage}-{ema}-cfg{w:.2f}-n{n}"
         if info.is_main:
             print(f"[{stage}] {ema} cfg {w}: sampling {n} from {path}", flush=True)
@@ -112,7 +128,8 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               allow_abbrev=False)
     add_sampling_flags(p)
-    p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref)")
+    p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref, or the official "
+                   "fid_stats/jit_in256_stats.npz / jit_in512_stats.npz)")
     p.add_argument("--cfg-scales", default="1.0:4.0:0.1", help="'a,b,c' or 'start:stop:step' (paper: 1.0-4.0)")
     p.add_argument("--emas", nargs="+", default=["ema1", "ema2"], help="ema1, ema2, model, ...")
     p.add_argument("--search-samples", type=int, default=8000)

@@ -70,6 +70,8 @@ class ImageNetConfig:
     # ---- output ----
     output_dir: str = "runs/jit"
     resume: str | None = None        # a checkpoint file or a folder holding checkpoint-last.pth
+    init_from: str | None = None     # start a new run (fine-tuning) from these weights: ours or an official JiT file
+    init_ema: str = "ema1"           # which weights init_from loads: ema1, ema2, model, or a decay
     save_every_epochs: int = 5       # checkpoint-last.pth
     keep_every_epochs: int = 100     # checkpoint-{epoch:04d}.pth kept for good
     save_every_steps: int | None = None  # also refresh checkpoint-last.pth every N steps

@@ -26,8 +26,8 @@ from torch import nn
 
 from manifold_lab.checks import ConfigError
 from manifold_lab.config import add_config_flags, overrides_from_args
-from manifold_lab.data.imagefolder import (ImageFolderDataset, ResumableDistributedSampler, collate_skip_none,
-                                           random_flip, to_model_range)
+from manifold_lab.data.imagefolder import ResumableDistributedSampler, collate_skip_none, random_flip, to_model_range
+from manifold_lab.data.shards import open_dataset
 from manifold_lab.device import generator
 from manifold_lab.io import write_json
 from manifold_lab.train import checkpoint as ckpt_mod
@@ -38,9 +38,9 @@ from manifold_lab.train.core import LRSchedule, TrainCore
 from manifold_lab.train.runlog import RunLog, _fmt_time, read_log  # noqa: F401  (read_log: public here)
 
 # keys that may change between a run and its resumption without a warning
-_RUN_ONLY_KEYS = {"resume", "stop_at_step", "max_steps", "epochs", "progress", "log_every", "num_workers",
-                  "output_dir", "save_every_steps", "save_every_epochs", "keep_every_epochs", "data_path", "log",
-                  "device"}
+_RUN_ONLY_KEYS = {"resume", "init_from", "init_ema", "stop_at_step", "max_steps", "epochs", "progress", "log_every",
+                  "num_workers", "output_dir", "save_every_steps", "save_every_epochs", "keep_every_epochs",
+                  "data_path", "log", "device"}
 
 
 @dataclass
@@ -77,7 +77,7 @@ class ImageNetRun:
             RunLog.check_tensorboard()
         self._setup_data()                                # a bad folder fails before a big model is built
         self.core = self._setup_core()
-        self.pos = self._resume() if cfg.resume else self._fresh()
+        self.pos = self._resume() if cfg.resume else self._init_from() if cfg.init_from else self._fresh()
         self.core.model = self._wrap(self.core.net)
         self.losses: list[tuple[int, float]] = []
         self.stopped = False
@@ -85,7 +85,7 @@ class ImageNetRun:
     # ---- set-up ----------------------------------------------------------------------------------------
     def _setup_data(self) -> None:
         cfg, info = self.cfg, self.info
-        self.dataset = ImageFolderDataset(cfg.data_path, cfg.img_size, bad_images=cfg.bad_images)
+        self.dataset = open_dataset(cfg.data_path, cfg.img_size, bad_images=cfg.bad_images)   # folder or shards
         if not cfg.unconditional and self.dataset.num_classes > cfg.num_classes:
             raise ConfigError(f"{cfg.data_path} has {self.dataset.num_classes} class folders but num_classes is "
                               f"{cfg.num_classes}; raise num_classes or set unconditional: true")
@@ -133,8 +133,26 @@ class ImageNetRun:
                               "continue that run, or choose another --output-dir")
         return Position()
 
+    def _init_from(self) -> Position:
+        """A new run whose network starts from the chosen weights of a checkpoint (ours or official):
+        fresh optimiser, step 0, every EMA a copy of those weights."""
+        pos = self._fresh()
+        state, path = ckpt_mod.load_checkpoint(self.cfg.init_from)
+        ckpt_mod.load_weights(self.core.net, ckpt_mod.weights_from_checkpoint(state, self.cfg.init_ema), path)
+        for ema in self.core.emas.values():
+            ema.load_state_dict(self.core.net.state_dict())
+        for note in state["meta"]["notes"]:
+            self.say(f"note: {note}")
+        self.say(f"initialised with {ckpt_mod.describe(state, self.cfg.init_ema, path)}; fresh optimiser, "
+                 f"step 0, every EMA starts from these weights", flush=True)
+        return pos
+
     def _resume(self) -> Position:
-        state, path = ckpt_mod.load_checkpoint(self.cfg.resume, map_location="cpu")
+        if self.cfg.init_from:
+            self.say(f"note: resuming, so init_from ({self.cfg.init_from}) is not read", flush=True)
+        state, path, warnings = ckpt_mod.load_for_resume(self.cfg.resume)
+        for w in warnings:
+            self.say(w, flush=True)
         changed = sorted(k for k, v in state["config"].items() if k not in _RUN_ONLY_KEYS
                          and self.cfg.to_dict().get(k) != v)
         if changed:

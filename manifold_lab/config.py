@@ -196,6 +196,27 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, *, title: str = "conf
     add_renamed_flags(parser, old)
 
 
+def add_run_command(sub, name: str, cls, run, *, help: str, description: str) -> None:
+    """The command ``name`` of one run: a flag per field of ``cls``, ``--out``, ``--threads``, ``--no-progress``;
+    it calls ``run(cls(...), out, progress=...)`` and prints the metrics it returns."""
+    p = sub.add_parser(name, help=help, description=description, allow_abbrev=False)
+    add_config_flags(p, cls, title=f"run ({cls.__name__} fields)")
+    p.add_argument("--out", required=True, help="output folder of the run")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    def main(args) -> int:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        metrics = run(config_from_values(cls, overrides_from_args(args, cls), "flags"), args.out,
+                      progress=not args.no_progress)
+        print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return 0
+    p.set_defaults(func=main)
+
+
 def _show(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 

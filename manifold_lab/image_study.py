@@ -29,7 +29,7 @@ import torch
 
 from manifold_lab import io, param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import add_config_flags, config_from_values, overrides_from_args
+from manifold_lab.config import add_run_command
 from manifold_lab.data.imagefolder import to_uint8
 from manifold_lab.data.real_images import make_image_set
 from manifold_lab.denoiser import Denoiser
@@ -157,21 +157,7 @@ def _save_run(out_dir: Path, cfg: ImageConfig, grid, curve) -> None:
 
 # ---- command line -----------------------------------------------------------------------------------
 def register(sub) -> None:
-    p = sub.add_parser("image", help="train and sample one small-image run", allow_abbrev=False,
-                       description="Train a small unconditional JiT on real images (the shipped photo crops or "
-                                   "a folder), sample it and measure two Fréchet distances. Writes OUT/metrics.json, "
-                                   "OUT/config.json, OUT/curve.csv, OUT/samples.png, OUT/samples.npz.")
-    add_config_flags(p, ImageConfig, title="run (ImageConfig fields)")
-    p.add_argument("--out", required=True, help="output folder of the run")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--progress", action="store_true", help="show a training progress bar")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = config_from_values(ImageConfig, overrides_from_args(args, ImageConfig), "flags")
-    metrics = run_image_point(cfg, args.out, progress=args.progress)
-    print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    return 0
+    add_run_command(sub, "image", ImageConfig, run_image_point, help="train and sample one small-image run",
+                    description="Train a small unconditional JiT on real images (the shipped photo crops or a "
+                                "folder), sample it and measure two Fréchet distances. Writes OUT/metrics.json, "
+                                "OUT/config.json, OUT/curve.csv, OUT/samples.png, OUT/samples.npz.")

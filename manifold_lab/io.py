@@ -1,14 +1,35 @@
 """Atomic file writes: write to a temporary name in the same folder, then os.replace.
 
-A killed process therefore never leaves a half-written file under the final name.
+A killed process therefore never leaves a half-written file under the final name. The file gets the mode
+a plain ``open(path, "w")`` would give it (0666 less the process umask, e.g. 0644 or 0664), so results and
+checkpoints on a shared filesystem are as readable as every other tool's files (a temporary file is
+created 0600).
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (/proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:            # elsewhere: set and restore it (the only portable way to read it)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -19,6 +40,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

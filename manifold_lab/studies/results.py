@@ -53,14 +53,16 @@ def finalize(partial: Path, final: Path) -> None:
 
 
 def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
-    """Tidy table of finished runs: study, run_id, one column per parameter, metric, value (one row per metric)."""
+    """Tidy table of finished runs: study, run_id, one column per parameter, metric, value (one row per metric).
+    A list or mapping parameter (``model_args``) is written as its JSON text, so the columns stay flat."""
     rows = []
     for run_id, params in points:
         path = run_dir(study_dir, run_id)
         if not is_current(path, params):
             continue
+        flat = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in params.items()}
         for metric, value in io.read_json(path / "metrics.json").items():
-            rows.append({"study": study, "run_id": run_id, **params, "metric": metric, "value": float(value)})
+            rows.append({"study": study, "run_id": run_id, **flat, "metric": metric, "value": float(value)})
     return pd.DataFrame(rows)
 
 

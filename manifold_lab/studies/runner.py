@@ -1,94 +1,93 @@
 """`python -m manifold_lab study studies/<name>.yaml`: run a study grid with papermill, then summarise.
 
 Each grid point executes the study's notebook once (papermill, kernel ``python3``) with the point's
-parameters plus ``out_dir`` and ``threads``. Points already complete are skipped; points run in parallel
-(``--workers``), each with one torch thread so two workers do not oversubscribe the cores. Afterwards
+parameters plus ``out_dir`` and ``threads``, after claiming it (:mod:`manifold_lab.studies.claims`), so two
+runners on one study never run a point twice. Points already complete are skipped. ``--backend local`` runs
+points on a pool of ``--workers`` (one torch thread each); ``--backend slurm`` submits them as one SLURM job
+array through submitit, at most ``--workers`` at once, with the study's ``resources:``. Afterwards
 ``summary.csv``/``summary.parquet`` (tidy) and every figure listed in the YAML are written.
+``--status`` prints one line per point (:mod:`manifold_lab.studies.status`) and collects what is finished.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from manifold_lab import io
-from manifold_lab.studies import results
+from manifold_lab.checks import check_choice
+from manifold_lab.studies import backends, results
 from manifold_lab.studies.spec import StudySpec, check_against_notebook, load_study
+from manifold_lab.studies.status import format_status, study_status
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def _execute(spec: StudySpec, study_dir: Path, run_id: str, params: dict, threads: int) -> float:
-    import papermill
-
-    partial = results.partial_dir(study_dir, run_id)
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    start = time.perf_counter()
-    papermill.execute_notebook(str(spec.notebook), str(partial / "notebook.ipynb"),
-                               parameters={**params, "out_dir": str(partial.resolve()), "threads": threads},
-                               kernel_name="python3", progress_bar=False, cwd=str(Path.cwd()))
-    wall = time.perf_counter() - start
-    io.write_json(partial / "run.json", {"run_id": run_id, "wall_s": wall, "threads": threads, "params": params})
-    results.finalize(partial, results.run_dir(study_dir, run_id))
-    return wall
-
-
 def run_study(spec: StudySpec, results_dir: str | Path = "results", *, workers: int | None = None,
-              progress: bool = True, figures: bool = True) -> dict:
-    """Run every unfinished grid point of ``spec``; write the summary and figures. Returns a report dict
-    with the lists ``ran``, ``skipped``, ``failed`` (run ids) and ``wall_s``."""
+              backend: str = "local", wait: bool = True, progress: bool = True, figures: bool = True) -> dict:
+    """Run every unfinished grid point of ``spec`` on ``backend`` (local or slurm); write the summary and
+    figures. Returns a report with the lists ``ran``, ``skipped`` (done before), ``elsewhere`` (done by
+    another runner meanwhile), ``failed`` and ``submitted`` (slurm), and ``wall_s``."""
+    check_choice("backend", backend, backends.BACKENDS)
     check_against_notebook(spec)
+    resources = backends.check_resources(spec.resources, str(spec.source)) if backend == "slurm" else None
     study_dir = Path(results_dir) / spec.study
     study_dir.mkdir(parents=True, exist_ok=True)
     points = [(spec.format_id(p), p) for p in spec.points()]
     current = {rid: results.is_current(results.run_dir(study_dir, rid), p) for rid, p in points}
     todo = [(rid, p) for rid, p in points if not current[rid]]
-    skipped = [rid for rid, _ in points if current[rid]]
     workers = max(1, min(workers or spec.workers, len(todo) or 1))
-    threads = 1 if workers > 1 else 0
-    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-    if workers > 1:
-        os.environ.update({k: "1" for k in _THREAD_VARS})  # the kernels inherit it
-    ran, failed = [], []
     start = time.perf_counter()
+    bar = _bar(spec, len(points), len(points) - len(todo)) if progress else None
+    with _one_thread_per_worker(workers > 1 and backend == "local"):
+        if backend == "local":
+            rep = backends.run_local(spec.notebook, study_dir, todo, workers=workers, threads=1 if workers > 1 else 0,
+                                     bar=bar)
+        else:
+            mine, held = backends.submit_slurm(spec.notebook, study_dir, spec.study, todo, workers=workers,
+                                               resources=resources)
+            rep = backends.new_report() | {"submitted": [rid for rid, _ in mine]}
+            if wait:
+                backends.wait_slurm(study_dir, mine, held, rep, bar)
+    if bar is not None:
+        bar.close()
+    rep.update(skipped=[rid for rid, _ in points if current[rid]], wall_s=time.perf_counter() - start,
+               study_dir=str(study_dir))
+    collect(spec, study_dir, points, figures=figures)
+    return rep
+
+
+def collect(spec: StudySpec, study_dir: Path, points: list, *, figures: bool = True):
+    """The summary table of every finished point (summary.csv, summary.parquet) and the study's figures."""
+    summary = results.summarise(spec.study, study_dir, points)
+    if not summary.empty:
+        results.write_summary(summary, study_dir)
+        if figures:
+            render_figures(spec, summary, study_dir)
+    return summary
+
+
+def _bar(spec: StudySpec, total: int, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"study {spec.study}", unit="run")
+
+
+@contextlib.contextmanager
+def _one_thread_per_worker(on: bool):
+    """With several local workers, each papermill kernel uses one torch thread (they inherit the variables)."""
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    if on:
+        os.environ.update({k: "1" for k in _THREAD_VARS})
     try:
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(points), initial=len(skipped), desc=f"study {spec.study}", unit="run")
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(_execute, spec, study_dir, rid, p, threads): rid for rid, p in todo}
-            for fut in as_completed(futures):
-                rid = futures[fut]
-                try:
-                    fut.result()
-                    ran.append(rid)
-                except Exception as e:  # keep going; report at the end
-                    failed.append(rid)
-                    print(f"run {rid} failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:300]}"
-                          f" (notebook kept in {results.partial_dir(study_dir, rid)})", file=sys.stderr)
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    summary = results.summarise(spec.study, study_dir, points)
-    if not summary.empty:
-        results.write_summary(summary, study_dir)
-        if figures:
-            render_figures(spec, summary, study_dir)
-    return {"ran": ran, "skipped": skipped, "failed": failed, "wall_s": time.perf_counter() - start,
-            "study_dir": str(study_dir)}
 
 
 def render_figures(spec: StudySpec, summary, study_dir: Path) -> list[Path]:
@@ -100,11 +99,16 @@ def render_figures(spec: StudySpec, summary, study_dir: Path) -> list[Path]:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("study", help="run a study grid (papermill) and render its figures",
+    p = sub.add_parser("study", help="run a study grid (papermill) and render its figures", allow_abbrev=False,
                        description="Expand a studies/*.yaml grid, execute its notebook once per point into "
                                    "<results>/<study>/<run_id>/, skip finished points, write summary.csv and figures.")
     p.add_argument("yaml", help="the study file, e.g. studies/toy_fig2.yaml")
     p.add_argument("--workers", type=int, default=None, help="runs at once (default: the YAML's workers)")
+    p.add_argument("--backend", default="local", choices=backends.BACKENDS,
+                   help="local: a pool on this machine; slurm: one job array through submitit")
+    p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; a later call collects")
+    p.add_argument("--status", action="store_true", help="one line per point (done, pending, running, queued, "
+                   "failed, stale); writes the summary and figures of what is finished")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter (YAML value); on a grid key it replaces the list, e.g. seed=[0,1,2]")
     p.add_argument("--results-dir", default="results", help="where <study>/ is written")
@@ -126,7 +130,17 @@ def _main(args) -> int:
         paths = render_figures(spec, pd.read_csv(study_dir / "summary.csv"), study_dir)
         print("\n".join(str(p) for p in paths))
         return 0
-    report = run_study(spec, args.results_dir, workers=args.workers, progress=not args.no_progress)
-    print(f"study {spec.study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished, "
-          f"failed {len(report['failed'])} in {report['wall_s']:.0f} s -> {report['study_dir']}")
+    if args.status:
+        check_against_notebook(spec)
+        study_dir = Path(args.results_dir) / spec.study
+        points = [(spec.format_id(p), p) for p in spec.points()]
+        print(format_status(study_status(study_dir, points)))
+        collect(spec, study_dir, points)
+        return 0
+    report = run_study(spec, args.results_dir, workers=args.workers, backend=args.backend, wait=not args.no_wait,
+                       progress=not args.no_progress)
+    done_elsewhere = f", {len(report['elsewhere'])} done by another runner" if report["elsewhere"] else ""
+    submitted = f", submitted {len(report['submitted'])}" if args.backend == "slurm" else ""
+    print(f"study {spec.study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished{done_elsewhere}"
+          f"{submitted}, failed {len(report['failed'])} in {report['wall_s']:.0f} s -> {report['study_dir']}")
     return 1 if report["failed"] else 0

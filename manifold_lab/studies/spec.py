@@ -10,6 +10,10 @@ Keys (unknown keys are an error)::
     run_id: "D{D:04d}-{pred}pred-{loss}loss-s{seed}"           # format string over the parameters
     figures: [toy_grid, metric_vs_D]      # names registered in manifold_lab.plots
     workers: 2                            # default number of runs at once
+    resources: {cpus_per_task: 1, mem_gb: 4, timeout_min: 60}   # per point on SLURM (--backend slurm)
+
+``resources`` keys: cpus_per_task, gpus_per_node, nodes, mem_gb, timeout_min, partition, account,
+signal_delay_s and sbatch (a mapping of extra sbatch options); ``--set resources.KEY=VALUE`` overrides one.
 
 A grid list of mappings is a *linked axis*: each entry sets several parameters together, and the axis'
 name is only a label (it is not a notebook parameter). For example, a training budget per patch size::
@@ -30,7 +34,7 @@ import yaml
 from manifold_lab.checks import ConfigError, check_keys
 from manifold_lab.config import check_names
 
-STUDY_KEYS = ("study", "notebook", "description", "base", "grid", "run_id", "figures", "workers")
+STUDY_KEYS = ("study", "notebook", "description", "base", "grid", "run_id", "figures", "workers", "resources")
 RUNNER_PARAMS = ("out_dir", "threads")  # set by the runner for every point
 
 
@@ -44,6 +48,7 @@ class StudySpec:
     figures: list[str] = field(default_factory=list)
     description: str = ""
     workers: int = 1
+    resources: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
 
     def points(self) -> list[dict[str, Any]]:
@@ -95,6 +100,9 @@ class StudySpec:
                 raise ConfigError(f"--set expects key=value, got {a!r}")
             key, raw = a.split("=", 1)
             value = yaml.safe_load(raw)
+            if key.startswith("resources."):
+                self.resources[key.split(".", 1)[1]] = value
+                continue
             axis = next((label for label, keys in self.linked().items() if key in keys), None)
             if key in self.grid:
                 self.grid[key] = value if isinstance(value, list) else [value]
@@ -130,7 +138,7 @@ def load_study(path: str | Path) -> StudySpec:
     return StudySpec(study=str(raw["study"]), notebook=nb, run_id=str(raw["run_id"]),
                      base=dict(raw.get("base") or {}), grid={k: list(v) for k, v in grid.items()},
                      figures=list(raw.get("figures") or []), description=str(raw.get("description", "")),
-                     workers=workers, source=path)
+                     workers=workers, resources=dict(raw.get("resources") or {}), source=path)
 
 
 def _check_grid(grid: dict, where: str) -> None:

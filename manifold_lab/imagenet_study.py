@@ -1,0 +1,194 @@
+"""One point of an ImageNet study (the paper's tables as papermill studies): train a JiT through the one
+training core, then the paper's evaluation (class-balanced samples, CFG x EMA chosen on a search set, FID/IS
+on the final set), and write ``metrics.json``. What ``notebooks/imagenet_run.ipynb`` calls.
+
+``run_imagenet_point(ImageNetPointConfig(...), out_dir)`` writes::
+
+    out_dir/train_config.yaml  the resolved training config (the YAML of ``config`` with this point's changes)
+    out_dir/run/               the training run: config.json, log.csv, checkpoints. If it already holds a
+                               checkpoint (a requeued or restarted point), training resumes from it.
+    out_dir/sweep/             sweep.csv / .parquet, sweep.png, best.json (evaluate.sweep, resumable)
+    out_dir/metrics.json       fid, is_mean, is_std, cfg, ema, steps, final_loss, train_s, eval_s,
+                               resumed_from_step (written last: its presence marks a finished point)
+
+``nproc`` > 1 runs training and sampling as that many torchrun processes (one per GPU of the point).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from manifold_lab import io
+from manifold_lab.checks import ConfigError, check_positive
+from manifold_lab.config import read_yaml
+from manifold_lab.train import checkpoint as ckpt_mod
+from manifold_lab.train.config import ImageNetConfig, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class ImageNetPointConfig:
+    config: str = "jit_b16_in256"  # a YAML of configs/ (name or path): the paper's recipe of one model
+    data_path: str = ""         # the training ImageFolder (empty: the YAML's data_path)
+    epochs: int = 200           # training epochs (the paper's ablations: 200)
+    pred: str = ""              # prediction target x, eps or v (empty: the YAML's, x)
+    loss: str = ""              # loss space x, eps or v (empty: the YAML's, v)
+    p_mean: float = -0.8        # logit-normal mean of training t (the paper: -0.8)
+    model_args: dict = field(default_factory=dict)  # over the YAML's model_args, key by key
+    overrides: dict = field(default_factory=dict)   # any other ImageNetConfig field over the YAML
+    nproc: int = 1              # processes (GPUs) of the point; more than 1 runs torchrun
+    emas: list = field(default_factory=lambda: ["ema1", "ema2"])  # EMAs searched
+    cfg_scales: list = field(default_factory=lambda: [1.0])  # CFG scales searched
+    interval: list = field(default_factory=lambda: [0.0, 1.0])  # CFG acts for lo < t < hi; 0 1 is everywhere
+    search_samples: int = 8000  # samples that choose CFG and EMA (the paper: 8K)
+    num_samples: int = 50000    # samples of the final FID/IS (the paper: 50K)
+    sample_steps: int = 50      # ODE steps (Heun with a last Euler step)
+    sample_batch_size: int = 64  # samples per process and batch
+    ref: str = ""               # FID reference statistics npz (empty: built from data_path once, cached)
+    feature_extractor: str = "inception"  # inception (the paper's FID), or tiny (a test stand-in)
+    inception_weights: str = ""  # the local Inception weights file (or MANIFOLD_LAB_INCEPTION_WEIGHTS)
+    seed: int = 0               # training and sampling seed
+
+    def __post_init__(self):
+        for name in ("epochs", "nproc", "search_samples", "num_samples", "sample_steps", "sample_batch_size"):
+            check_positive(name, getattr(self, name), integer=True)
+        if len(self.interval) != 2:
+            raise ConfigError(f"interval must be two numbers lo, hi, got {self.interval!r}")
+
+
+def config_path(name: str) -> Path:
+    """A config name (``jit_b16_in256``) or path -> the YAML file."""
+    for p in (Path(name), CONFIGS / name, CONFIGS / f"{name}.yaml"):
+        if p.is_file():
+            return p
+    raise FileNotFoundError(f"config {name!r} not found (a path, or one of "
+                            f"{', '.join(sorted(q.stem for q in CONFIGS.glob('*.yaml')))})")
+
+
+def train_config(cfg: ImageNetPointConfig, out_dir: Path) -> ImageNetConfig:
+    """The training config of the point: the YAML, the point's changes, the run folder (resumed if it holds
+    a checkpoint), no progress bar."""
+    raw = read_yaml(config_path(cfg.config))
+    values = {**raw, **cfg.overrides, "epochs": cfg.epochs, "p_mean": cfg.p_mean, "seed": cfg.seed,
+              "model_args": {**raw.get("model_args", {}), **cfg.overrides.get("model_args", {}), **cfg.model_args},
+              "output_dir": str(out_dir / "run"), "progress": False}
+    values |= {k: getattr(cfg, k) for k in ("data_path", "pred", "loss") if getattr(cfg, k)}
+    if (out_dir / "run" / ckpt_mod.LAST).is_file():
+        values["resume"] = str(out_dir / "run")
+    return load_config(None, values)
+
+
+def _torchrun(nproc: int, argv: list[str], log: Path) -> None:
+    """``python -m manifold_lab ARGV`` as ``nproc`` torchrun processes; output to ``log`` and this stdout."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "manifold_lab", *argv]
+    with open(log, "a") as f:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        f.write(proc.stdout)
+    print(proc.stdout[-3000:], flush=True)
+    if proc.returncode:
+        raise RuntimeError(f"torchrun {' '.join(argv[:1])} failed with exit code {proc.returncode}; see {log}")
+
+
+def train_point(cfg: ImageNetPointConfig, out_dir: Path) -> tuple[ImageNetConfig, int]:
+    """Train (or resume) the point's JiT. Returns (the config, the step it resumed from, 0 if fresh)."""
+    tcfg = train_config(cfg, out_dir)
+    resumed = ckpt_mod.load_checkpoint(tcfg.resume)[0]["step"] if tcfg.resume else 0
+    io.write_text(out_dir / "train_config.yaml", _yaml(tcfg.to_dict()))
+    if cfg.nproc == 1:
+        from manifold_lab.train.imagenet import train
+
+        train(tcfg)
+    else:
+        _torchrun(cfg.nproc, ["train", "--config", str(out_dir / "train_config.yaml")], out_dir / "train.log")
+    return tcfg, resumed
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def sweep_argv(cfg: ImageNetPointConfig, out_dir: Path, ref: Path) -> list[str]:
+    """The ``sweep`` command of the point: search CFG x EMA on search_samples, then the best on num_samples
+    (a single choice is evaluated once, on num_samples)."""
+    single = len(cfg.emas) * len(cfg.cfg_scales) == 1
+    argv = ["sweep", "--checkpoint", str(out_dir / "run"), "--ref", str(ref), "--out", str(out_dir / "sweep"),
+            "--cfg-scales", ",".join(map(str, cfg.cfg_scales)), "--emas", *cfg.emas,
+            "--search-samples", str(cfg.num_samples if single else cfg.search_samples),
+            "--final-samples", "0" if single else str(cfg.num_samples), "--interval", *map(str, cfg.interval),
+            "--sample-steps", str(cfg.sample_steps), "--batch-size", str(cfg.sample_batch_size),
+            "--seed", str(cfg.seed), "--feature-extractor", cfg.feature_extractor, "--no-progress"]
+    return argv + (["--inception-weights", cfg.inception_weights] if cfg.inception_weights else [])
+
+
+def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
+    """``cfg.ref``, or statistics of the training folder at the training resolution, built on first use and
+    cached in $MANIFOLD_LAB_CACHE/fid_refs/ (keyed by the folder, the size and the feature extractor)."""
+    if cfg.ref:
+        if not Path(cfg.ref).is_file():
+            raise FileNotFoundError(f"reference statistics {cfg.ref} not found (build them with prepare-ref)")
+        return Path(cfg.ref)
+    import hashlib
+
+    from manifold_lab.data.real_images import cache_dir
+    from manifold_lab.evaluate.fid import prepare_ref
+
+    key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
+    ref = cache_dir().parent / "fid_refs" / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
+    if not ref.is_file():
+        prepare_ref(tcfg.data_path, ref, image_size=tcfg.img_size, kind=cfg.feature_extractor,
+                    weights=cfg.inception_weights or None, verbose=False)
+    return ref
+
+
+def evaluate_point(cfg: ImageNetPointConfig, tcfg: ImageNetConfig, out_dir: Path) -> dict:
+    """The sweep against the reference statistics; returns best.json's chosen row."""
+    ref = reference_stats(cfg, tcfg)
+    argv = sweep_argv(cfg, out_dir, ref)
+    if cfg.nproc == 1:
+        from manifold_lab.cli import build_parser
+        from manifold_lab.evaluate.sweep import run_sweep
+        from manifold_lab.train import distributed as dist_mod
+
+        run_sweep(build_parser("sweep").parse_args(argv), dist_mod.setup(tcfg.device))
+    else:
+        _torchrun(cfg.nproc, argv, out_dir / "sweep.log")
+    best = io.read_json(out_dir / "sweep" / "best.json")
+    return best["final"] or best["search"]
+
+
+def run_imagenet_point(cfg: ImageNetPointConfig, out_dir: str | Path) -> dict[str, float]:
+    """Train, evaluate and write the point's folder (see the module docstring)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(out_dir / "config.json", asdict(cfg))
+    t0 = time.perf_counter()
+    tcfg, resumed = train_point(cfg, out_dir)
+    t1 = time.perf_counter()
+    best = evaluate_point(cfg, tcfg, out_dir)
+    log = read_train_log(out_dir)
+    metrics = {"fid": float(best["fid"]), "is_mean": float(best["is_mean"]), "is_std": float(best["is_std"]),
+               "cfg": float(best["cfg"]), "ema": ema_index(str(best["ema"])),
+               "num_samples": float(best["num_samples"]), "steps": float(log.step.iloc[-1]),
+               "final_loss": float(log.loss.tail(max(1, len(log) // 10)).mean()), "train_s": t1 - t0,
+               "eval_s": time.perf_counter() - t1, "resumed_from_step": float(resumed)}
+    io.write_json(out_dir / "metrics.json", metrics)   # written last: its presence marks a finished point
+    return metrics
+
+
+def ema_index(name: str) -> float:
+    """ema1 -> 1, ema2 -> 2, model (the raw weights) -> 0: the chosen weights as a number for the summary."""
+    return float(name[3:]) if name.startswith("ema") and name[3:].isdigit() else 0.0
+
+
+def read_train_log(out_dir: Path):
+    """The training run's step log (log.csv) as a DataFrame."""
+    from manifold_lab.train.runlog import read_log
+
+    return read_log(out_dir / "run" / "log.csv")

@@ -1,0 +1,163 @@
+"""Where a study's points run: ``local`` (a pool on this machine) or ``slurm`` (one submitit job array).
+
+Both hand each point to :func:`manifold_lab.studies.execute.run_point` (a SLURM task through
+:class:`~manifold_lab.studies.execute.PointJob`), which claims it first. A point held alive by another
+runner is waited for, not run again; when its owner dies, the point is run here (local) or reported
+(slurm: the next ``study`` call redoes it). Reports: {"ran", "skipped", "elsewhere", "failed", "submitted"}.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from manifold_lab import io
+from manifold_lab.checks import ConfigError
+from manifold_lab.studies import claims
+from manifold_lab.studies.execute import HELD, RAN, PointJob, last_error_line, run_point
+from manifold_lab.studies.status import point_state
+
+POLL_S = 2.0
+BACKENDS = ("local", "slurm")
+RESOURCE_DEFAULTS = {"cpus_per_task": 1, "gpus_per_node": 0, "nodes": 1, "mem_gb": 4, "timeout_min": 60,
+                     "partition": None, "account": None, "signal_delay_s": 90, "sbatch": {}}
+
+
+def new_report() -> dict:
+    return {"ran": [], "skipped": [], "elsewhere": [], "failed": [], "submitted": []}
+
+
+def _say_failed(rid: str, why: str, study_dir: Path) -> None:
+    print(f"run {rid} failed: {why} (partial folder kept in {Path(study_dir) / f'.{rid}.partial'})", file=sys.stderr)
+
+
+# ---- local ------------------------------------------------------------------------------------------------
+def run_local(notebook: Path, study_dir: Path, points: list, *, workers: int, threads: int, bar=None) -> dict:
+    """Run ``points`` [(run_id, params)] on a pool of ``workers`` threads (each point a papermill kernel)."""
+    rep, owner = new_report(), claims.this_owner()
+    todo, held, futures = list(points), [], {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while todo or held or futures:
+            while todo and len(futures) < workers:
+                rid, p = todo.pop(0)
+                futures[pool.submit(run_point, notebook, study_dir, rid, p, threads=threads, owner=owner)] = (rid, p)
+            if futures:
+                finished, _ = wait(futures, timeout=POLL_S, return_when=FIRST_COMPLETED)
+            else:                                  # only points other runners hold: wait for them
+                finished = set()
+                time.sleep(POLL_S)
+            for fut in finished:
+                rid, p = futures.pop(fut)
+                try:
+                    outcome = fut.result()
+                except Exception as e:             # keep going; report at the end
+                    rep["failed"].append(rid)
+                    _say_failed(rid, last_error_line(e), study_dir)
+                    bar and bar.update(1)
+                    continue
+                if outcome == HELD:
+                    held.append((rid, p))
+                else:
+                    rep["ran" if outcome == RAN else "elsewhere"].append(rid)
+                    bar and bar.update(1)
+            todo, held = _recheck(study_dir, held, rep, bar, todo)
+    return rep
+
+
+def _recheck(study_dir: Path, held: list, rep: dict, bar, todo: list) -> tuple[list, list]:
+    """Points held by another owner: done there -> 'elsewhere'; owner gone -> back to the to-do list."""
+    still = []
+    for rid, p in held:
+        kind = point_state(study_dir, rid, p).kind
+        if kind == "done":
+            rep["elsewhere"].append(rid)
+            bar and bar.update(1)
+        elif kind in ("running", "queued"):
+            still.append((rid, p))
+        else:
+            todo.append((rid, p))
+    return todo, still
+
+
+# ---- slurm ------------------------------------------------------------------------------------------------
+def check_resources(resources: dict, where: str) -> dict:
+    """The study's ``resources:`` over the defaults; unknown keys and a too-short time limit are errors."""
+    from manifold_lab.checks import check_keys
+
+    check_keys(f"resources of {where}", resources, RESOURCE_DEFAULTS)
+    r = {**RESOURCE_DEFAULTS, **resources}
+    if r["timeout_min"] * 60 <= r["signal_delay_s"] + 60:
+        raise ConfigError(f"resources.timeout_min={r['timeout_min']} must exceed signal_delay_s "
+                          f"({r['signal_delay_s']} s) + 60 s, or every job is signalled as timed out at once")
+    if r["nodes"] != 1:
+        raise ConfigError(f"resources.nodes={r['nodes']}: a study point runs on one node (several GPUs of a "
+                          "node run as torchrun processes); for more nodes run `train` under torchrun yourself")
+    return r
+
+
+def make_executor(study_dir: Path, name: str, resources: dict, workers: int):
+    """A submitit executor on SLURM: logs in <study>/.slurm/<job id>/, ``workers`` tasks at once."""
+    import submitit
+
+    logging.getLogger("submitit").setLevel(logging.ERROR)    # without accounting, sacct warns on every poll
+    r = resources
+    ex = submitit.AutoExecutor(folder=Path(study_dir) / ".slurm" / "%j", cluster="slurm")
+    extra = dict(r["sbatch"] or {}) | ({"account": r["account"]} if r["account"] else {})
+    ex.update_parameters(timeout_min=r["timeout_min"], cpus_per_task=r["cpus_per_task"], mem_gb=r["mem_gb"],
+                         nodes=1, gpus_per_node=r["gpus_per_node"], slurm_array_parallelism=workers,
+                         slurm_signal_delay_s=r["signal_delay_s"], slurm_job_name=f"study-{name}",
+                         slurm_setup=[f"export OMP_NUM_THREADS={r['cpus_per_task']}"],
+                         **({"slurm_partition": r["partition"]} if r["partition"] else {}),
+                         **({"slurm_additional_parameters": extra} if extra else {}))
+    return ex
+
+
+def submit_slurm(notebook: Path, study_dir: Path, name: str, points: list, *, workers: int, resources: dict
+                 ) -> tuple[list, list]:
+    """Claim every free point, submit the claimed ones as one job array, hand each claim to its task.
+    Returns (submitted points, points held by other live owners)."""
+    owner, mine, held = claims.this_owner(), [], []
+    for rid, p in points:
+        (mine if claims.try_claim(study_dir, rid, owner) else held).append((rid, p))
+    if not mine:
+        return [], held
+    job = PointJob(str(notebook), str(study_dir), threads=resources["cpus_per_task"], claim_token=owner["token"])
+    try:
+        jobs = make_executor(study_dir, name, resources, workers).map_array(job, mine)
+    except Exception:
+        for rid, _ in mine:
+            claims.release(study_dir, rid, owner)
+        raise
+    for j, (rid, _) in zip(jobs, mine):
+        claims.assign_job(study_dir, rid, owner, j.job_id)
+    claims.forget_queue()
+    log = Path(study_dir) / ".slurm" / "submitted.json"
+    old = io.read_json(log) if log.is_file() else []
+    io.write_json(log, old + [{"time": time.time(), "jobs": {rid: j.job_id for j, (rid, _) in zip(jobs, mine)}}])
+    print(f"submitted {len(mine)} point(s) as SLURM job array {jobs[0].job_id.split('_')[0]}", flush=True)
+    return mine, held
+
+
+def wait_slurm(study_dir: Path, submitted: list, held: list, rep: dict, bar=None) -> dict:
+    """Wait until every submitted or held point is done, failed, or lost its owner (a cancelled job)."""
+    ours = {rid for rid, _ in submitted}
+    waiting = list(submitted) + list(held)
+    while waiting:
+        still = []
+        for rid, p in waiting:
+            st = point_state(study_dir, rid, p)
+            if st.kind in ("running", "queued"):
+                still.append((rid, p))
+                continue
+            if st.kind == "done":
+                rep["ran" if rid in ours else "elsewhere"].append(rid)
+            else:
+                rep["failed"].append(rid)
+                _say_failed(rid, st.detail or st.kind, study_dir)
+            bar and bar.update(1)
+        waiting = still
+        if waiting:
+            time.sleep(POLL_S)
+    return rep

@@ -1,0 +1,113 @@
+"""One grid point, run the same way by every backend: claim it, execute the notebook with papermill into
+the hidden partial folder, rename the folder on success, give the claim back.
+
+A local worker calls :func:`run_point`; a SLURM array task runs :class:`PointJob`, which calls it too (and is
+requeued by submitit on a time limit or preemption: the same job re-takes its own claim and runs the point
+again in the partial folder it left, where an ImageNet point finds its checkpoint and resumes).
+A failed point keeps its partial folder with the executed notebook and an ``error.json`` (the last error
+line), which ``study --status`` shows.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from manifold_lab import io
+from manifold_lab.studies import claims, results
+
+RAN, DONE, HELD = "ran", "done", "held"    # what run_point did: ran it, found it done, found it held
+
+
+def _papermill(notebook: Path, partial: Path, params: dict, threads: int) -> float:
+    import papermill
+
+    start = time.perf_counter()
+    papermill.execute_notebook(str(notebook), str(partial / "notebook.ipynb"),
+                               parameters={**params, "out_dir": str(partial.resolve()), "threads": threads},
+                               kernel_name="python3", progress_bar=False, cwd=str(Path.cwd()))
+    return time.perf_counter() - start
+
+
+def last_error_line(exc: BaseException) -> str:
+    """The last line of an error's message (papermill puts the kernel's traceback in it)."""
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[-1][:300]}"
+
+
+def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, threads: int = 0,
+              owner: dict | None = None, logs: tuple = (), requeued=lambda: False) -> str:
+    """Run one point unless it is done or held alive by another owner. Returns RAN, DONE or HELD; raises
+    the notebook's error (after writing ``error.json`` into the kept partial folder) if it failed.
+    ``logs``: files to copy into the run folder before it is finalised (a SLURM job's stdout/stderr).
+    ``requeued()``: True when the run is being stopped to be requeued; the claim is then kept."""
+    study_dir, final = Path(study_dir), results.run_dir(study_dir, run_id)
+    owner = owner or claims.this_owner()
+    if results.is_current(final, params):
+        return DONE
+    if not claims.try_claim(study_dir, run_id, owner):
+        return HELD
+    partial = results.partial_dir(study_dir, run_id)
+    try:
+        if results.is_current(final, params):            # finished by another runner meanwhile
+            return DONE
+        partial.mkdir(parents=True, exist_ok=True)         # a requeued or taken-over point reuses it
+        (partial / "error.json").unlink(missing_ok=True)
+        with claims.heartbeat(study_dir, run_id):
+            wall = _papermill(notebook, partial, params, threads)
+        io.write_json(partial / "run.json", {"run_id": run_id, "wall_s": wall, "threads": threads, "params": params,
+                                             "host": owner["host"], "job_id": owner.get("job_id")})
+        for log in logs:
+            if Path(log).is_file():
+                shutil.copyfile(log, partial / Path(log).name)
+        results.finalize(partial, final)
+        return RAN
+    except BaseException as e:
+        if requeued():
+            raise
+        if partial.is_dir():
+            io.write_json(partial / "error.json", {"error": last_error_line(e), "time": time.time(),
+                                                   "job_id": owner.get("job_id"), "host": owner["host"],
+                                                   "traceback": traceback.format_exc()[-4000:]})
+        raise
+    finally:
+        if not requeued():
+            claims.release(study_dir, run_id, owner)
+
+
+@dataclass
+class PointJob:
+    """What a SLURM array task runs: ``PointJob(...)((run_id, params))``, through submitit.
+
+    A submitit ``Checkpointable``: on a time limit or preemption (SIGUSR2) submitit requeues the task under the
+    same job id, which re-takes its claim. Its stdout/stderr are copied into the run folder. ``claim_token``:
+    the submitter's, so a task that starts before its claim names its job id still owns the claim.
+    """
+
+    notebook: str
+    study_dir: str
+    threads: int = 0
+    claim_token: str | None = None
+    requeued: bool = False
+
+    def __call__(self, point: tuple[str, dict]) -> str:
+        import submitit
+
+        self.requeued = False
+        run_id, params = point
+        env = submitit.JobEnvironment()
+        owner = claims.this_owner(job_id=claims.slurm_job_id() or str(env.job_id))
+        owner["token"] = self.claim_token or owner["token"]
+        logs = (env.paths.stdout, env.paths.stderr)
+        return run_point(Path(self.notebook), Path(self.study_dir), run_id, params, threads=self.threads,
+                         owner=owner, logs=logs, requeued=lambda: self.requeued)
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit calls this on SIGUSR2 (time limit or preemption), then requeues the task and exits: the
+        claim stays with the job, and the rerun finds the partial folder as it was left."""
+        import submitit
+
+        self.requeued = True
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)

@@ -1,0 +1,61 @@
+"""What each grid point of a study is doing, read from the files alone (any runner, any machine).
+
+done      the run folder is complete and was made with these parameters
+stale     the run folder is complete but its parameters changed (it will run again)
+running   a live owner holds its claim (host and pid, or a SLURM job that is running)
+queued    its claim belongs to a SLURM job still waiting in the queue
+failed    its partial folder holds error.json (the last error line) and the executed notebook
+pending   none of these (a dead claim left by a killed job counts as pending: the next run redoes it)
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from manifold_lab import io
+from manifold_lab.studies import claims, results
+
+
+@dataclass
+class PointState:
+    kind: str          # done, stale, running, queued, failed, pending
+    detail: str = ""   # owner and since; the error line and the kept notebook; a dead claim's last owner
+
+
+def _owner_text(info: dict) -> str:
+    who = f"job {info['job_id']}" if info.get("job_id") else f"{info.get('host', '?')}:{info.get('pid', '?')}"
+    since = time.strftime("%H:%M:%S", time.localtime(info["since"])) if info.get("since") else "?"
+    return f"{who}, since {since}"
+
+
+def point_state(study_dir: Path, run_id: str, params: dict) -> PointState:
+    """The state of one point (see the module docstring)."""
+    final, partial = results.run_dir(study_dir, run_id), results.partial_dir(study_dir, run_id)
+    if results.is_current(final, params):
+        return PointState("done")
+    info = claims.read_claim(claims.claim_path(study_dir, run_id))
+    if info is not None and claims.is_alive(info):
+        queued = info.get("job_id") and (claims.slurm_queue() or {}).get(str(info["job_id"])) == "PENDING"
+        return PointState("queued" if queued else "running", _owner_text(info))
+    if (partial / "error.json").is_file():
+        err = io.read_json(partial / "error.json")
+        return PointState("failed", f"{err.get('error', '?')} (notebook kept in {partial / 'notebook.ipynb'})")
+    if results.is_complete(final):
+        return PointState("stale", "parameters changed since it ran")
+    dead = f"the last attempt ({_owner_text(info)}) ended without a result" if info is not None else ""
+    return PointState("pending", dead)
+
+
+def study_status(study_dir: Path, points: list[tuple[str, dict]]) -> list[tuple[str, PointState]]:
+    return [(rid, point_state(study_dir, rid, p)) for rid, p in points]
+
+
+def format_status(rows: list[tuple[str, PointState]]) -> str:
+    """One line per point, then the counts."""
+    width = max((len(r) for r, _ in rows), default=0)
+    lines = [f"{rid:<{width}}  {st.kind:<8} {st.detail}".rstrip() for rid, st in rows]
+    counts: dict[str, int] = {}
+    for _, st in rows:
+        counts[st.kind] = counts.get(st.kind, 0) + 1
+    return "\n".join(lines + [", ".join(f"{n} {k}" for k, n in counts.items())])

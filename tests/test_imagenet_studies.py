@@ -1,0 +1,64 @@
+"""The paper's ImageNet experiments as papermill studies, each run shrunken through the runner: a generated
+ImageFolder, the tiny CPU JiT for 2 epochs, the tiny stand-in feature extractor for FID (its numbers are no
+FIDs), a CFG x EMA search and a final evaluation. One point goes through torchrun with 2 processes."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from imagenet_helpers import make_image_folder  # noqa: E402
+
+from manifold_lab.cli import main  # noqa: E402
+from manifold_lab.studies.spec import load_study  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RUNG = "{config: jit_tiny_cpu, model_args: {bottleneck_dim: 8, rope: true, qk_norm: true, in_context_len: 4}}"
+SHRINK = {   # study -> --set arguments that leave one tiny point
+    "imagenet_pred_loss": ["config=[jit_tiny_cpu]", "loss=[v]", "pred=[x]"],
+    "imagenet_noise_shift": ["config=jit_tiny_cpu", "p_mean=[-0.4]", "pred=[x]"],
+    "imagenet_bottleneck": ["config=jit_tiny_cpu",
+                            "embedding=[{model_args: {bottleneck_dim: 4, rope: false, qk_norm: false, "
+                            "in_context_len: 0}}]"],
+    "imagenet_ablation": [f"rung=[{TINY_RUNG}]", "nproc=2"],                  # torchrun: 2 gloo processes
+}
+COMMON = ["nproc=1", "epochs=2", "overrides={num_workers: 0}", "search_samples=6", "num_samples=9", "sample_steps=2",
+          "cfg_scales=[1.0, 2.0]", "emas=[ema1, ema2]", "feature_extractor=tiny", "sample_batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("imagenet") / "train", classes=3, per_class=4)
+
+
+@pytest.mark.parametrize("name", list(SHRINK))
+def test_imagenet_study_runs_shrunken(name, data, tmp_path, monkeypatch):
+    monkeypatch.setenv("MANIFOLD_LAB_CACHE", str(tmp_path / "cache"))        # the kernels inherit it
+    monkeypatch.chdir(ROOT)
+    spec = load_study(ROOT / "studies" / f"{name}.yaml")
+    assert spec.study == name and spec.resources["gpus_per_node"] == 8         # a real point: 8 GPUs
+    args = ["study", f"studies/{name}.yaml", "--results-dir", str(tmp_path / "results"), "--no-progress",
+            "--set", f"data_path={data}"]
+    for s in COMMON + SHRINK[name]:
+        args += ["--set", s]
+    assert main(args) == 0
+    study_dir = tmp_path / "results" / name
+    summary = pd.read_csv(study_dir / "summary.csv")
+    assert summary.run_id.nunique() == 1
+    m = summary.set_index("metric").value
+    nproc = 2 if "nproc=2" in SHRINK[name] else 1
+    steps = 2 * (12 // nproc // 4)                                           # 2 epochs of 12 images, batch 4
+    assert m["fid"] >= 0 and m["is_mean"] > 0 and m["num_samples"] == 9 and m["steps"] == steps
+    run = study_dir / summary.run_id.iloc[0]
+    sweep = pd.read_csv(run / "sweep" / "sweep.csv")
+    assert len(sweep[sweep.stage == "search"]) == 4 and len(sweep[sweep.stage == "final"]) == 1
+    best = json.loads((run / "sweep" / "best.json").read_text())
+    assert m["cfg"] == best["final"]["cfg"] and m["fid"] == pytest.approx(best["final"]["fid"])
+    for fig in spec.figures:
+        assert (study_dir / f"fig_{fig}.png").stat().st_size > 10_000
+    if name == "imagenet_ablation":
+        assert "2 process(es) on cpu" in (run / "train.log").read_text()

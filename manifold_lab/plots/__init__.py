@@ -10,7 +10,7 @@ import importlib
 from typing import Callable
 
 FIGURES: dict[str, Callable] = {}
-_MODULES = ("manifold_lab.plots.toy", "manifold_lab.plots.images")
+_MODULES = ("manifold_lab.plots.toy", "manifold_lab.plots.images", "manifold_lab.plots.imagenet")
 
 
 def register(name: str):

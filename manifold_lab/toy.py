@@ -2,7 +2,8 @@
 
 ``run_toy(ToyConfig(...), out_dir)`` trains, samples, measures and writes the run folder::
 
-    out_dir/samples.npz   samples (N, D) generated points, P (D, d), reference (M, d) ground truth (M >= 10,000)
+    out_dir/samples.npz   samples (N, D) generated points, P (D, d), reference (M, d) ground truth (M >= 10,000);
+                          with n_train > 0 also train (n_train, d), the fixed training set in d-dim coordinates
     out_dir/metrics.json  energy_distance, nn_dist, nn_dist_ref, off_manifold, final_loss, train_s, sample_s
     out_dir/config.json   the resolved ToyConfig
     out_dir/curve.csv     the training loss per step
@@ -17,6 +18,17 @@ logit-normal(-0.8, 0.8) puts only about 1e-4 of the mass above t = 0.9, so a toy
 last stretch of the ODE and every target's samples stay blurred (x-prediction at D=512 and at D=2: mean
 nearest-neighbour distance 0.069 and 0.127 with logit-normal, 0.012 and 0.021 with uniform t; 2000 steps
 at lr 2e-3). The default lr 4e-3 was chosen over 2e-3 because eps-prediction at D=2 needed it (0.027 vs 0.10).
+
+Training data. ``n_train = 0`` (the default) draws a fresh batch from the distribution at every step (from
+the training generator, bit-identical to the runs made before the knob existed). ``n_train = N > 0`` trains
+on a fixed set of N points, drawn once on the CPU from its own generator seeded with
+``TRAIN_SET_SEED + data_seed`` (so the set does not depend on ``seed``, the device or the batch size) and
+**cycled**: the batches are consecutive slices of a stream of random permutations of the N points (one
+permutation per epoch, drawn from the training generator), so every point is seen once per epoch. A batch
+larger than N spans several epochs (each point appears batch_size / N times, rounded up or down); the batch
+size is kept, so the optimiser sees the same batch size as a fresh-data run. Two sets with different
+``data_seed`` are independent draws of a continuous distribution: disjoint (with probability 1; the
+memorisation study checks it), of the same distribution.
 """
 from __future__ import annotations
 
@@ -26,10 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from manifold_lab import io, param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import add_config_flags, config_from_values, overrides_from_args
+from manifold_lab.config import add_run_command
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
 from manifold_lab.denoiser import Denoiser
 from manifold_lab.device import PRECISIONS, autocast, check_device, generator, resolve_device
@@ -64,6 +77,8 @@ class ToyConfig:
     sample_steps: int = 50      # ODE steps from noise (t 0) to data (t 1)
     n_samples: int = 2000       # generated points
     n_reference: int = 10000    # ground-truth points saved and used for nearest-neighbour distances
+    n_train: int = 0            # training points: 0 draws fresh data every step; N > 0 cycles a fixed set of N
+    data_seed: int = 0          # seeds the draw of the fixed training set (n_train > 0); another value, a disjoint set
     seed: int = 0               # seeds init, training draws and sampling
     proj_seed: int = 0          # seeds the projection P (fixed across runs by default)
     device: str = "auto"        # auto (CUDA when present, else the CPU), cpu, cuda, cuda:N
@@ -86,6 +101,10 @@ class ToyConfig:
             raise ConfigError(f"every EMA decay must be in [0, 1), got {self.ema_decays!r}")
         if self.n_reference < 10000:
             raise ConfigError(f"n_reference must be >= 10000, got {self.n_reference}")
+        for name in ("n_train", "data_seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
@@ -93,8 +112,55 @@ class ToyConfig:
                            precision=self.precision, device=self.device)
 
 
+TRAIN_SET_SEED = 2_000_003   # the fixed training set is drawn with TRAIN_SET_SEED + data_seed
+
+
+def draw_train_set(cfg: ToyConfig) -> torch.Tensor | None:
+    """The fixed training set of ``cfg`` in d-dim coordinates: (n_train, d) float32 on the CPU, or None
+    when ``cfg.n_train == 0`` (fresh data every step). Depends only on dist, d, n_train and data_seed."""
+    if cfg.n_train == 0:
+        return None
+    return sample_toy(cfg.dist, cfg.n_train, cfg.d, torch.Generator().manual_seed(TRAIN_SET_SEED + cfg.data_seed))
+
+
+class CycledBatches:
+    """Batches cycled through a fixed set X (N, ...): consecutive slices of a stream of random permutations
+    of the N rows (one per epoch, drawn from the generator the trainer passes), so every row is used once per
+    epoch; a batch larger than N spans several epochs. Call as ``batch_fn(batch_size, generator)``."""
+
+    def __init__(self, X: torch.Tensor):
+        self.X = X
+        self.queue = torch.empty(0, dtype=torch.long, device=X.device)
+        self.epochs = 0
+
+    def __call__(self, b: int, g: torch.Generator):
+        while len(self.queue) < b:
+            perm = torch.randperm(len(self.X), generator=g, device=self.X.device)
+            self.queue = torch.cat([self.queue, perm])
+            self.epochs += 1
+        idx, self.queue = self.queue[:b], self.queue[b:]
+        return self.X[idx], None
+
+
+@dataclass
+class ToyModel:
+    """A trained toy model and what it was trained on (see :func:`run_toy_model`)."""
+    cfg: ToyConfig
+    embedding: ColumnOrthogonalEmbedding
+    denoiser: Denoiser
+    net: nn.Module                  # the evaluated network (the first EMA's copy), in eval mode
+    train_set: torch.Tensor | None  # (n_train, d) d-dim coordinates, None with fresh data
+    samples: torch.Tensor           # (n_samples, D) generated points, on the CPU
+    reference: torch.Tensor         # (n_reference, d) ground truth
+
+
 def run_toy(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, float]:
     """Train, sample and measure one toy run; write the run folder (see the module docstring)."""
+    return run_toy_model(cfg, out_dir, progress=progress)[0]
+
+
+def run_toy_model(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True) -> tuple[dict[str, float], ToyModel]:
+    """:func:`run_toy`, also returning the trained model (network, denoiser, P, training set, samples)."""
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
     emb = ColumnOrthogonalEmbedding(cfg.D, cfg.d, seed=cfg.proj_seed)
@@ -102,9 +168,12 @@ def run_toy(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True) -> di
     net = MLP(cfg.D, hidden_size=cfg.hidden_size, depth=cfg.depth)
     den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_eps=cfg.t_eps,
                    t_sampler=TimeSampler(cfg.t_sampler, cfg.p_mean, cfg.p_std))
-
-    def batch_fn(b, g):
-        return emb.embed(sample_toy(cfg.dist, b, cfg.d, g)), None
+    train_set = draw_train_set(cfg)
+    if train_set is None:
+        def batch_fn(b, g):
+            return emb.embed(sample_toy(cfg.dist, b, cfg.d, g)), None
+    else:
+        batch_fn = CycledBatches(emb.embed(train_set).to(device))
 
     result = train(net, den, batch_fn, cfg.train_config(), progress=progress,
                    desc=f"toy D={cfg.D} {cfg.pred}-pred")
@@ -119,15 +188,17 @@ def run_toy(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True) -> di
     metrics = toy_metrics(samples, emb, reference.to(device), fresh.to(device))
     metrics |= {"final_loss": float(result.curve.loss.tail(100).mean()), "train_s": result.wall_s,
                 "sample_s": sample_s}
-    _save_run(out_dir, cfg, emb, samples.cpu(), reference, result.curve)
+    _save_run(out_dir, cfg, emb, samples.cpu(), reference, result.curve, train_set)
     io.write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
-    return metrics
+    return metrics, ToyModel(cfg, emb, den, result.eval_net, train_set, samples.cpu(), reference)
 
 
-def _save_run(out_dir: Path, cfg: ToyConfig, emb, samples, reference, curve) -> None:
+def _save_run(out_dir: Path, cfg: ToyConfig, emb, samples, reference, curve, train_set=None) -> None:
     from manifold_lab.plots.toy import plot_toy_samples
 
-    io.save_npz(out_dir / "samples.npz", samples=samples.numpy(), P=emb.P.numpy(), reference=reference.numpy())
+    extra = {} if train_set is None else {"train": train_set.numpy()}
+    io.save_npz(out_dir / "samples.npz", samples=samples.numpy(), P=emb.P.numpy(), reference=reference.numpy(),
+                **extra)
     io.save_table(out_dir / "curve.csv", curve)
     io.write_json(out_dir / "config.json", dataclasses.asdict(cfg))
     io.save_figure(out_dir / "fig_samples.png",
@@ -137,21 +208,7 @@ def _save_run(out_dir: Path, cfg: ToyConfig, emb, samples, reference, curve) -> 
 
 # ---- command line -----------------------------------------------------------------------------------
 def register(sub) -> None:
-    p = sub.add_parser("toy", help="train and sample one toy manifold run", allow_abbrev=False,
-                       description="Train an MLP denoiser on d-dim data buried in D dims, sample it, measure it. "
-                                   "Writes OUT/samples.npz (samples N x D, P D x d, reference >= 10000 x d), "
-                                   "OUT/metrics.json, OUT/config.json, OUT/curve.csv, OUT/fig_samples.png.")
-    add_config_flags(p, ToyConfig, title="run (ToyConfig fields)")
-    p.add_argument("--out", required=True, help="output folder of the run")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.set_defaults(func=_main)
-
-
-def _main(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = config_from_values(ToyConfig, overrides_from_args(args, ToyConfig), "flags")
-    metrics = run_toy(cfg, args.out, progress=not args.no_progress)
-    print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    return 0
+    add_run_command(sub, "toy", ToyConfig, run_toy, help="train and sample one toy manifold run",
+                    description="Train an MLP denoiser on d-dim data buried in D dims, sample it, measure it. "
+                                "Writes OUT/samples.npz (samples N x D, P D x d, reference >= 10000 x d), "
+                                "OUT/metrics.json, OUT/config.json, OUT/curve.csv, OUT/fig_samples.png.")

@@ -6,7 +6,6 @@ The points run the tiny notebook of tests/test_study_backends.py, which logs eve
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path

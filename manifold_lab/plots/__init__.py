@@ -10,7 +10,8 @@ import importlib
 from typing import Callable
 
 FIGURES: dict[str, Callable] = {}
-_MODULES = ("manifold_lab.plots.toy", "manifold_lab.plots.images", "manifold_lab.plots.imagenet")
+_MODULES = ("manifold_lab.plots.toy", "manifold_lab.plots.images", "manifold_lab.plots.imagenet",
+            "manifold_lab.plots.phase", "manifold_lab.plots.intrinsic", "manifold_lab.plots.memorisation")
 
 
 def register(name: str):
@@ -26,3 +27,11 @@ def figure_registry() -> dict[str, Callable]:
     for m in _MODULES:
         importlib.import_module(m)
     return FIGURES
+
+
+def finish_grid(fig, axes, used: int):
+    """Hide the panels of the axes grid past the first ``used`` and tighten the layout; returns fig."""
+    for ax in list(axes.flat)[used:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

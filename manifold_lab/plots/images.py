@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from manifold_lab import io  # noqa: E402
-from manifold_lab.plots import register  # noqa: E402
+from manifold_lab.plots import finish_grid, register  # noqa: E402
 from manifold_lab.plots.toy import PRED_COLORS, PRED_ORDER  # noqa: E402
 
 METRICS = ("fd_feat", "fd_pix")
@@ -179,10 +179,7 @@ def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
         ax.set_ylabel("training loss (smoothed)")
         if labelled:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(groups):]:
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
+    return finish_grid(fig, axes, len(groups))
 
 
 @register("image_samples")

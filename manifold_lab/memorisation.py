@@ -47,7 +47,7 @@ import torch
 from manifold_lab import io
 from manifold_lab.checks import ConfigError
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, sample_toy
-from manifold_lab.toy import ToyConfig, run_toy_model
+from manifold_lab.toy import ToyConfig, run_toy
 
 
 @dataclass
@@ -150,7 +150,7 @@ def run_memorisation_point(cfg: MemorisationConfig, out_dir: str | Path, *, prog
     """Train the two models, sample them from the same noise, measure; write the folder (module docstring)."""
     out_dir = Path(out_dir)
     for i, tag in enumerate("ab"):
-        run_toy_model(cfg.toy_config(cfg.data_seed + i), out_dir / f"model_{tag}", progress=progress)
+        run_toy(cfg.toy_config(cfg.data_seed + i), out_dir / f"model_{tag}", progress=progress)
     return measure_point(cfg, out_dir)
 
 

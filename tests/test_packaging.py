@@ -48,9 +48,12 @@ def test_each_notebook_parameters_cell_is_exactly_its_config():
 
     from manifold_lab.config import defaults
     from manifold_lab.image_study import ImageConfig
+    from manifold_lab.intrinsic import IntrinsicConfig
+    from manifold_lab.memorisation import MemorisationConfig
     from manifold_lab.toy import ToyConfig
 
-    for name, cls in [("toy_manifold.ipynb", ToyConfig), ("image_study.ipynb", ImageConfig)]:
+    for name, cls in [("toy_manifold.ipynb", ToyConfig), ("image_study.ipynb", ImageConfig),
+                      ("toy_memorisation.ipynb", MemorisationConfig), ("toy_intrinsic_dim.ipynb", IntrinsicConfig)]:
         params = papermill.inspect_notebook(str(ROOT / "notebooks" / name))
         expected = defaults(cls)
         assert set(params) == set(expected) | {"out_dir", "threads"}, (name, set(params) ^ set(expected))

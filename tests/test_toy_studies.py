@@ -178,7 +178,8 @@ SHRINK = {
                           "sample_steps=3", "jac_points=3", "t_grid=[0.5,1.0]", "jac_t=[0.5,0.95]", "preds=[x,v]",
                           "hidden_size=32"],
 }
-METRICS = {"toy_phase": {"nn_dist"}, "toy_memorisation": {"copy_share", "copy_share_proj", "paired_dist_rel", "train_ratio", "train_ratio_proj"},
+METRICS = {"toy_phase": {"nn_dist"},
+           "toy_memorisation": {"copy_share", "copy_share_proj", "paired_dist_rel", "train_ratio", "train_ratio_proj"},
            "toy_intrinsic_dim": {"k", "id_twonn_x", "id_mle_samples_v", "id_pca_samples_proj_x", "jac_count_x_t0.95"}}
 
 
@@ -199,19 +200,3 @@ def test_study_runs_shrunken_through_the_runner(study, tmp_path, monkeypatch):
         assert (tmp_path / study / f"fig_{name}.png").stat().st_size > 5_000, name
     if study == "toy_phase":
         assert {"target", "hidden_size", "D_star", "status"} <= set(pd.read_csv(tmp_path / study / "boundary.csv"))
-
-
-def test_new_notebooks_hold_exactly_their_config():
-    import ast
-
-    import papermill
-
-    from manifold_lab.config import defaults
-    from manifold_lab.intrinsic import IntrinsicConfig
-
-    for name, cls in [("toy_memorisation.ipynb", MemorisationConfig), ("toy_intrinsic_dim.ipynb", IntrinsicConfig)]:
-        params = papermill.inspect_notebook(str(ROOT / "notebooks" / name))
-        expected = defaults(cls)
-        assert set(params) == set(expected) | {"out_dir", "threads"}, (name, set(params) ^ set(expected))
-        for field, default in expected.items():
-            assert ast.literal_eval(params[field]["default"]) == default, (name, field)

@@ -121,8 +121,11 @@ def test_status_shows_every_point(tmp_path, capsys):
     assert claims.try_claim(results / "square", "x03", owner)       # a live runner elsewhere holds x03
     capsys.readouterr()
     assert main(["study", str(spec), "--results-dir", str(results), "--status"]) == 0
-    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.strip().splitlines()[:-1])
-    assert lines["x00"].strip() == "done" and lines["x01"].strip() == "done"
+    out = capsys.readouterr().out.strip().splitlines()
+    lines = dict(line.split(None, 1) for line in out[:-1])
+    walls = [float(lines[r].split()[1]) for r in ("x00", "x01")]       # "done  <wall_s> s", from run.json
+    assert [lines[r].split()[0] for r in ("x00", "x01")] == ["done", "done"] and min(walls) >= 0
+    assert out[-1].startswith("2 done, 1 failed, 1 running") and "h of run time" in out[-1]
     assert lines["x02"].startswith("failed") and "asked to fail at x=2" in lines["x02"]
     assert "notebook.ipynb" in lines["x02"]
     assert lines["x03"].startswith("running") and "node7:4242" in lines["x03"]

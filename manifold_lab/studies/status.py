@@ -1,6 +1,6 @@
 """What each grid point of a study is doing, read from the files alone (any runner, any machine).
 
-done      the run folder is complete and was made with these parameters
+done      the run folder is complete and was made with these parameters (its wall time shown, from run.json)
 stale     the run folder is complete but its parameters changed (it will run again)
 running   a live owner holds its claim (host and pid, or a SLURM job that is running)
 queued    its claim belongs to a SLURM job still waiting in the queue
@@ -29,11 +29,19 @@ def _owner_text(info: dict) -> str:
     return f"{who}, since {since}"
 
 
+def run_wall_s(run: Path) -> float | None:
+    """Seconds the runner spent on a finished point (``wall_s`` of its run.json), None if not recorded."""
+    record = Path(run) / "run.json"
+    wall = io.read_json(record).get("wall_s") if record.is_file() else None
+    return None if wall is None else float(wall)
+
+
 def point_state(study_dir: Path, run_id: str, params: dict) -> PointState:
     """The state of one point (see the module docstring)."""
     final, partial = results.run_dir(study_dir, run_id), results.partial_dir(study_dir, run_id)
     if results.is_current(final, params):
-        return PointState("done")
+        wall = run_wall_s(final)
+        return PointState("done", "" if wall is None else f"{wall:.0f} s")
     info = claims.read_claim(claims.claim_path(study_dir, run_id))
     if info is not None and claims.is_alive(info):
         queued = info.get("job_id") and (claims.slurm_queue() or {}).get(str(info["job_id"])) == "PENDING"
@@ -51,11 +59,15 @@ def study_status(study_dir: Path, points: list[tuple[str, dict]]) -> list[tuple[
     return [(rid, point_state(study_dir, rid, p)) for rid, p in points]
 
 
-def format_status(rows: list[tuple[str, PointState]]) -> str:
-    """One line per point, then the counts."""
+def format_status(rows: list[tuple[str, PointState]], done_wall_s: float = 0.0) -> str:
+    """One line per point, then the counts (and the summed wall time of the done points, when given)."""
     width = max((len(r) for r, _ in rows), default=0)
     lines = [f"{rid:<{width}}  {st.kind:<8} {st.detail}".rstrip() for rid, st in rows]
     counts: dict[str, int] = {}
     for _, st in rows:
         counts[st.kind] = counts.get(st.kind, 0) + 1
-    return "\n".join(lines + [", ".join(f"{n} {k}" for k, n in counts.items())])
+    total = ", ".join(f"{n} {k}" for k, n in counts.items())
+    if done_wall_s > 0:
+        total += (f"; the done points took {done_wall_s / 3600:.2f} h of run time in all "
+                  "(the sum over points: divide by the runs that ran at once for the wall time)")
+    return "\n".join(lines + [total])

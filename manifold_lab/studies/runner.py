@@ -19,7 +19,7 @@ from manifold_lab import io
 from manifold_lab.checks import check_choice
 from manifold_lab.studies import backends, results
 from manifold_lab.studies.spec import StudySpec, check_against_notebook, load_study
-from manifold_lab.studies.status import format_status, run_wall_s, study_status
+from manifold_lab.studies.status import format_status, study_status
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -134,9 +134,7 @@ def _main(args) -> int:
         check_against_notebook(spec)
         study_dir = Path(args.results_dir) / spec.study
         points = [(spec.format_id(p), p) for p in spec.points()]
-        rows = study_status(study_dir, points)
-        done_wall = sum(run_wall_s(results.run_dir(study_dir, rid)) or 0.0 for rid, st in rows if st.kind == "done")
-        print(format_status(rows, done_wall))
+        print(format_status(study_status(study_dir, points)))
         collect(spec, study_dir, points)
         return 0
     report = run_study(spec, args.results_dir, workers=args.workers, backend=args.backend, wait=not args.no_wait,

@@ -21,6 +21,7 @@ from manifold_lab.studies import claims, results
 class PointState:
     kind: str          # done, stale, running, queued, failed, pending
     detail: str = ""   # owner and since; the error line and the kept notebook; a dead claim's last owner
+    wall_s: float | None = None   # done: the seconds its run took (run.json), None where not recorded
 
 
 def _owner_text(info: dict) -> str:
@@ -41,7 +42,7 @@ def point_state(study_dir: Path, run_id: str, params: dict) -> PointState:
     final, partial = results.run_dir(study_dir, run_id), results.partial_dir(study_dir, run_id)
     if results.is_current(final, params):
         wall = run_wall_s(final)
-        return PointState("done", "" if wall is None else f"{wall:.0f} s")
+        return PointState("done", "" if wall is None else f"{wall:.0f} s", wall)
     info = claims.read_claim(claims.claim_path(study_dir, run_id))
     if info is not None and claims.is_alive(info):
         queued = info.get("job_id") and (claims.slurm_queue() or {}).get(str(info["job_id"])) == "PENDING"
@@ -59,14 +60,15 @@ def study_status(study_dir: Path, points: list[tuple[str, dict]]) -> list[tuple[
     return [(rid, point_state(study_dir, rid, p)) for rid, p in points]
 
 
-def format_status(rows: list[tuple[str, PointState]], done_wall_s: float = 0.0) -> str:
-    """One line per point, then the counts (and the summed wall time of the done points, when given)."""
+def format_status(rows: list[tuple[str, PointState]]) -> str:
+    """One line per point, then the counts and the summed wall time of the done points."""
     width = max((len(r) for r, _ in rows), default=0)
     lines = [f"{rid:<{width}}  {st.kind:<8} {st.detail}".rstrip() for rid, st in rows]
     counts: dict[str, int] = {}
     for _, st in rows:
         counts[st.kind] = counts.get(st.kind, 0) + 1
     total = ", ".join(f"{n} {k}" for k, n in counts.items())
+    done_wall_s = sum(st.wall_s or 0.0 for _, st in rows if st.kind == "done")
     if done_wall_s > 0:
         total += (f"; the done points took {done_wall_s / 3600:.2f} h of run time in all "
                   "(the sum over points: divide by the runs that ran at once for the wall time)")

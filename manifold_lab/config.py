@@ -81,9 +81,39 @@ def check_config_keys(cls, keys: Iterable[str], where: str) -> None:
     check_names(keys, field_names(cls), where)
 
 
+# annotation name -> (accepted Python types, what the error says is allowed)
+_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"), "list": ((list, tuple), "a list"), "tuple": ((list, tuple), "a list"),
+    "dict": ((dict,), "a mapping"), "None": ((type(None),), "null"),
+}
+
+
+def _type_ok(value: Any, name: str) -> bool:
+    types, _ = _TYPES[name]
+    return isinstance(value, types) and not (isinstance(value, bool) and name in ("int", "float"))
+
+
+def check_types(cls, values: dict, where: str = "config") -> None:
+    """Each value has the type its field's annotation names (``int``, ``float`` (an int is fine), ``str``,
+    ``bool``, ``list``, ``dict``, unions with ``None``); a field annotated otherwise is not checked here.
+    A wrong type -> ConfigError naming the key, the value and the type allowed."""
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        names = [part.strip().split("[")[0] for part in annotations.get(key, "").split("|")]
+        if key not in annotations or any(n not in _TYPES for n in names):
+            continue
+        if not any(_type_ok(value, n) for n in names):
+            allowed = " or ".join(_TYPES[n][1] for n in names)
+            raise ConfigError(f"{key} must be {allowed}, got {value!r} ({type(value).__name__})"
+                              + (f" in {where}" if where else ""))
+
+
 def config_from_values(cls, values: dict, where: str = "config"):
-    """``cls(**values)`` after checking every key (see :func:`check_config_keys`)."""
+    """``cls(**values)`` after checking every key (see :func:`check_config_keys`) and every value's type
+    (:func:`check_types`)."""
     check_config_keys(cls, values, where)
+    check_types(cls, values, where)
     return cls(**values)
 
 
@@ -92,7 +122,9 @@ def config_from_namespace(cls, namespace: dict):
     missing = [n for n in field_names(cls) if n not in namespace]
     if missing:
         raise ConfigError(f"the parameters cell lacks {', '.join(missing)} (fields of {cls.__name__})")
-    return cls(**{n: namespace[n] for n in field_names(cls)})
+    values = {n: namespace[n] for n in field_names(cls)}
+    check_types(cls, values, "the notebook's parameters")
+    return cls(**values)
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -117,6 +149,7 @@ def load_config(cls, yaml_path: str | Path | None = None, overrides: dict | None
     if overrides:
         check_config_keys(cls, overrides, "overrides")
         values.update(overrides)
+    check_types(cls, values, str(yaml_path or "overrides"))
     return cls(**values)
 
 

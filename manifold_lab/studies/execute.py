@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from manifold_lab import io
+from manifold_lab.runs.registry import kind_of_notebook
 from manifold_lab.studies import claims, results
 
 RAN, DONE, HELD = "ran", "done", "held"    # what run_point did: ran it, found it done, found it held
@@ -45,13 +46,14 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
     ``requeued()``: True when the run is being stopped to be requeued; the claim is then kept."""
     study_dir, final = Path(study_dir), results.run_dir(study_dir, run_id)
     owner = owner or claims.this_owner()
-    if results.is_current(final, params):
+    kind = getattr(kind_of_notebook(notebook), "name", None)   # done = the kind's whole contract
+    if results.is_current(final, params, kind):
         return DONE
     if not claims.try_claim(study_dir, run_id, owner):
         return HELD
     partial = results.partial_dir(study_dir, run_id)
     try:
-        if results.is_current(final, params):            # finished by another runner meanwhile
+        if results.is_current(final, params, kind):      # finished by another runner meanwhile
             return DONE
         partial.mkdir(parents=True, exist_ok=True)         # a requeued or taken-over point reuses it
         (partial / "error.json").unlink(missing_ok=True)

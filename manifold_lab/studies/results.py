@@ -1,19 +1,36 @@
 """Run folders and study tables.
 
-A finished run is ``<results>/<study>/<run_id>/`` holding ``metrics.json`` (a flat name -> number dict,
-written last by the notebook). The runner executes into ``.<run_id>.partial/`` and renames it only
-after the notebook succeeded, so a killed batch never leaves a half-written run that looks finished.
+A finished run is ``<results>/<study>/<run_id>/`` holding what its kind declares (:mod:`manifold_lab.runs`):
+``config.json`` (resolved config, ``run``: the kind, ``derived``: settings computed from it), the kind's files,
+and ``metrics.json`` (a flat name -> number dict, written last). The runner executes into
+``.<run_id>.partial/`` and renames it only after the notebook succeeded, so a killed batch never leaves a
+half-written run that looks finished.
+
+**Done** (:func:`done_reason`): metrics.json and config.json parse (metrics.json a mapping of numbers), every
+file the kind declares is present and not empty (an ``.npz`` must also open as a zip archive, a ``.json``
+parse), and run.json, where present, records these parameters. Anything else is a reason to redo the point;
+a damaged run.json or metrics.json is named in one warning line on stderr (once per file and process).
+
+**Summary** (:func:`summarise`, :func:`merge_summary`): one tidy row per run and metric; the study's
+parameters and the run's derived settings (config.json ``derived``) are columns. A new summary replaces the
+rows of the run ids it holds, in place, and keeps every other row of the existing one, so a narrowing
+``--set`` or a fresh clone (where only the committed summary holds the other points) loses nothing.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from manifold_lab import io
+from manifold_lab.runs.files import CONFIG, FILES, METRICS
+
+_WARNED: set[str] = set()   # files already named in a warning line by this process
 
 
 def run_dir(study_dir: Path, run_id: str) -> Path:
@@ -21,22 +38,103 @@ def run_dir(study_dir: Path, run_id: str) -> Path:
 
 
 def is_complete(path: Path) -> bool:
-    return (Path(path) / "metrics.json").is_file()
+    return (Path(path) / METRICS).is_file()
 
 
-def is_current(path: Path, params: dict[str, Any]) -> bool:
-    """True if the run folder is complete and was made with exactly these parameters.
+def _warn(path: Path, why: str) -> None:
+    key = f"{path}: {why}"
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"warning: {path} is damaged ({why}); its point counts as not done and is redone", file=sys.stderr)
+
+
+def read_record(path: Path, *, warn: bool = True) -> tuple[dict | None, str | None]:
+    """A JSON mapping file -> (its content, None), or (None, why it cannot be used). Never raises."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"no {path.name}"
+    try:
+        data = io.read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'unreadable'}"
+    else:
+        if isinstance(data, dict):
+            return data, None
+        why = f"holds {type(data).__name__}, not a mapping"
+    if warn and path.name in ("run.json", METRICS):
+        _warn(path, why)
+    return None, f"{path.name} damaged ({why})"
+
+
+def read_metrics(path: Path) -> tuple[dict | None, str | None]:
+    """A run's metrics.json as a mapping of numbers -> (metrics, None), or (None, the reason)."""
+    metrics, why = read_record(Path(path) / METRICS)
+    if metrics is None:
+        return None, why
+    bad = [k for k, v in metrics.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if bad:
+        why = f"not numbers: {', '.join(bad[:3])}"
+        _warn(Path(path) / METRICS, why)
+        return None, f"metrics.json damaged ({why})"
+    return metrics, None
+
+
+def kind_of_run(path: Path) -> str | None:
+    """The kind a run folder declares in config.json (``run``), None if it declares none."""
+    record, _ = read_record(Path(path) / CONFIG, warn=False)
+    kind = (record or {}).get("run")
+    return kind if kind in FILES else None
+
+
+def _file_reason(path: Path) -> str | None:
+    """None if a declared file is present and readable (not empty; an npz opens, a json parses)."""
+    if not path.is_file():
+        return f"no {path.name}"
+    try:
+        if path.stat().st_size == 0:
+            return f"{path.name} is empty"
+        if path.suffix == ".npz":
+            with zipfile.ZipFile(path) as z:
+                z.namelist()
+        elif path.suffix == ".json":
+            io.read_json(path)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        return f"{path.name} damaged ({type(e).__name__})"
+    return None
+
+
+def done_reason(path: Path, kind: str | None = None, params: dict[str, Any] | None = None) -> str | None:
+    """None if the run folder ``path`` is done for ``kind`` (None: the kind its config.json declares) and
+    ``params`` (None: not compared); else why not, in a few words (``--status`` shows it). Never raises."""
+    path = Path(path)
+    if not path.is_dir():
+        return "not run"
+    metrics, why = read_metrics(path)
+    if metrics is None:
+        return why
+    kind = kind or kind_of_run(path)
+    if kind is not None:
+        for name in (CONFIG, *FILES[kind].values()):
+            why = _file_reason(path / name)
+            if why is not None:
+                return why
+    if params is not None and (path / "run.json").exists():
+        record, why = read_record(path / "run.json")
+        if record is None:
+            return why
+        stored = record.get("params")
+        if stored is not None and stored != json.loads(json.dumps(params)):
+            return "parameters changed since it ran"
+    return None
+
+
+def is_current(path: Path, params: dict[str, Any], kind: str | None = None) -> bool:
+    """True if the run folder is done (:func:`done_reason`) and was made with exactly these parameters.
 
     The parameters are recorded in ``run.json`` by the runner; a run folder without that record (made
     before it existed) counts as current. A run whose record differs is stale and is run again.
     """
-    if not is_complete(path):
-        return False
-    record = Path(path) / "run.json"
-    if not record.is_file():
-        return True
-    stored = io.read_json(record).get("params")
-    return stored is None or stored == json.loads(json.dumps(params))
+    return done_reason(path, kind, params) is None
 
 
 def partial_dir(study_dir: Path, run_id: str) -> Path:
@@ -52,21 +150,81 @@ def finalize(partial: Path, final: Path) -> None:
     partial.rename(final)
 
 
-def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
-    """Tidy table of finished runs: study, run_id, one column per parameter, metric, value (one row per metric).
-    A list or mapping parameter (``model_args``) is written as its JSON text, so the columns stay flat."""
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    """A list or mapping value is written as its JSON text, so the columns stay flat."""
+    return {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in values.items()}
+
+
+def derived_settings(path: Path, metrics: dict, derived_names: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """(derived settings, measured metrics) of a done run: the settings from config.json ``derived``; a run
+    written before that existed kept them in metrics.json, and ``derived_names`` moves them out of it."""
+    record, _ = read_record(Path(path) / CONFIG, warn=False)
+    derived = dict((record or {}).get("derived") or {})
+    derived |= {k: metrics[k] for k in derived_names if k in metrics and k not in derived}
+    return derived, {k: v for k, v in metrics.items() if k not in derived}
+
+
+def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any]]], kind: str | None = None,
+              derived_names: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Tidy table of the done runs among ``points``: study, run_id, one column per parameter, one per derived
+    setting, metric, value (one row per metric). A list or mapping is written as its JSON text."""
     rows = []
     for run_id, params in points:
         path = run_dir(study_dir, run_id)
-        if not is_current(path, params):
+        if done_reason(path, kind, params) is not None:
             continue
-        flat = {k: json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else v for k, v in params.items()}
-        for metric, value in io.read_json(path / "metrics.json").items():
-            rows.append({"study": study, "run_id": run_id, **flat, "metric": metric, "value": float(value)})
+        metrics, _ = read_metrics(path)
+        derived, measured = derived_settings(path, metrics, derived_names)
+        fixed = {"study": study, "run_id": run_id, **_flat(params), **_flat(derived)}
+        rows += [{**fixed, "metric": metric, "value": float(value)} for metric, value in measured.items()]
     return pd.DataFrame(rows)
+
+
+def read_summary(study_dir: Path) -> pd.DataFrame:
+    """The study's existing summary (summary.parquet, else summary.csv; empty if none or unreadable)."""
+    for name, read in (("summary.parquet", pd.read_parquet), ("summary.csv", pd.read_csv)):
+        path = Path(study_dir) / name
+        if path.is_file():
+            try:
+                return read(path)
+            except Exception as e:  # a damaged table is rebuilt from the run folders, never fatal
+                _warn(path, f"{type(e).__name__}")
+    return pd.DataFrame()
+
+
+def merge_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``old`` with the rows of each run id in ``new`` replaced in place (at the run id's first row), the
+    run ids that ``old`` lacks appended; every other row of ``old`` kept unchanged."""
+    if old.empty or "run_id" not in old:
+        return new.reset_index(drop=True)
+    if new.empty:
+        return old.reset_index(drop=True)
+    fresh = dict(tuple(new.groupby("run_id", sort=False)))
+    parts, placed = [], set()
+    for run_id, rows in old.groupby("run_id", sort=False):
+        parts.append(fresh[run_id] if run_id in fresh else rows)
+        placed.add(run_id)
+    parts += [rows for run_id, rows in fresh.items() if run_id not in placed]
+    order = list(old.columns) + [c for c in new.columns if c not in old.columns]
+    front = [c for c in order if c not in ("metric", "value")] + ["metric", "value"]
+    return pd.concat(parts, ignore_index=True)[front]
 
 
 def write_summary(df: pd.DataFrame, study_dir: Path) -> None:
     """summary.csv and summary.parquet, atomically."""
     io.save_table(Path(study_dir) / "summary.csv", df)
     io.save_table(Path(study_dir) / "summary.parquet", df)
+
+
+def migrate_summary(df: pd.DataFrame, derived_names: tuple[str, ...]) -> pd.DataFrame:
+    """A summary written when derived settings posed as metrics -> the same table with each of
+    ``derived_names`` (e.g. token_dim, k) a column before ``metric`` and its metric rows gone; values unchanged
+    (an integral setting is written as an integer)."""
+    names = [n for n in derived_names if n in set(df["metric"])]
+    out = df[~df["metric"].isin(names)].copy()
+    for name in names:
+        col = df[df["metric"] == name].set_index("run_id")["value"]
+        if (col.dropna() % 1 == 0).all():
+            col = col.astype("int64")
+        out.insert(list(out.columns).index("metric"), name, out["run_id"].map(col))
+    return out.reset_index(drop=True)

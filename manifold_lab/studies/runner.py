@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 from manifold_lab import io
-from manifold_lab.checks import check_choice
+from manifold_lab.checks import ConfigError, check_choice
+from manifold_lab.config import check_types, config_from_values, defaults
 from manifold_lab.studies import backends, results
-from manifold_lab.studies.spec import StudySpec, check_against_notebook, load_study
+from manifold_lab.studies.spec import RUNNER_PARAMS, StudySpec, check_against_notebook, load_study
 from manifold_lab.studies.status import format_status, study_status
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -30,12 +31,11 @@ def run_study(spec: StudySpec, results_dir: str | Path = "results", *, workers: 
     figures. Returns a report with the lists ``ran``, ``skipped`` (done before), ``elsewhere`` (done by
     another runner meanwhile), ``failed`` and ``submitted`` (slurm), and ``wall_s``."""
     check_choice("backend", backend, backends.BACKENDS)
-    check_against_notebook(spec)
+    points = checked_points(spec)
     resources = backends.check_resources(spec.resources, str(spec.source)) if backend == "slurm" else None
     study_dir = Path(results_dir) / spec.study
-    study_dir.mkdir(parents=True, exist_ok=True)
-    points = [(spec.format_id(p), p) for p in spec.points()]
-    current = {rid: results.is_current(results.run_dir(study_dir, rid), p) for rid, p in points}
+    study_dir.mkdir(parents=True, exist_ok=True)    # only once every point's config is valid
+    current = {rid: results.is_current(results.run_dir(study_dir, rid), p, spec.run) for rid, p in points}
     todo = [(rid, p) for rid, p in points if not current[rid]]
     workers = max(1, min(workers or spec.workers, len(todo) or 1))
     start = time.perf_counter()
@@ -58,14 +58,89 @@ def run_study(spec: StudySpec, results_dir: str | Path = "results", *, workers: 
     return rep
 
 
+def checked_points(spec: StudySpec) -> list[tuple[str, dict]]:
+    """The study's points [(run_id, params)], every one checked before anything runs: the notebook knows each
+    parameter, and the config of each point builds (its kind's config dataclass: types, values, combinations).
+    A bad point -> one ConfigError naming the point, the key, the value and what is allowed."""
+    check_against_notebook(spec)
+    if spec.run is not None:
+        from manifold_lab.runs import registry
+
+        cls = registry.get(spec.run).config
+        for params in spec.grid_points():
+            values = {k: v for k, v in params.items() if k not in RUNNER_PARAMS}
+            check_point(cls, _point_name(spec, params), values, spec.source)
+    return [(spec.format_id(p), p) for p in spec.points()]
+
+
+def _point_name(spec: StudySpec, params: dict) -> str:
+    """The run id of a point, or its parameters where the id cannot be formatted (a value of a wrong type)."""
+    try:
+        return spec.format_id(params)
+    except ConfigError:
+        return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
+def check_point(cls, run_id: str, values: dict, source) -> None:
+    """``cls(**values)`` or a ConfigError naming the study, the point, the offending key and value."""
+    try:
+        config_from_values(cls, values, "")
+    except ConfigError as e:
+        msg = str(e)
+        culprit = _culprit(cls, values, msg)
+        if msg.startswith(culprit.split("=")[0] + " must"):   # a type error names its key already
+            culprit = ""
+        raise ConfigError(f"{source}, point {run_id}: {culprit}{msg}") from None
+
+
+def _culprit(cls, values: dict, msg: str) -> str:
+    """``key=value: `` of the first value that fails on its own with the same message ``msg`` (the others at
+    their defaults), or the values that differ from the defaults when only their combination fails."""
+    for key, value in values.items():
+        try:
+            check_types(cls, {key: value}, "")
+            cls(**{key: value})
+        except (ConfigError, TypeError, ValueError) as e:
+            if str(e) == msg:
+                return f"{key}={value!r}: "
+    base = defaults(cls)
+    changed = ", ".join(f"{k}={v!r}" for k, v in values.items() if base.get(k) != v)
+    return f"the combination {changed}: " if changed else ""
+
+
+def study_points(spec: StudySpec, points: list) -> list[tuple[str, dict]]:
+    """``points`` (this call's), then every other point of the study's full grid as its YAML states it (a
+    narrowing ``--set`` chooses what runs, not what the summary holds)."""
+    if spec.source is None or not Path(spec.source).is_file():
+        return list(points)
+    seen = {rid for rid, _ in points}
+    try:
+        full = load_study(spec.source)
+        extra = [(rid, p) for rid, p in ((full.format_id(p), p) for p in full.points()) if rid not in seen]
+    except ConfigError:
+        extra = []
+    return list(points) + extra
+
+
 def collect(spec: StudySpec, study_dir: Path, points: list, *, figures: bool = True):
-    """The summary table of every finished point (summary.csv, summary.parquet) and the study's figures."""
-    summary = results.summarise(spec.study, study_dir, points)
+    """The study's summary (summary.csv, summary.parquet) and its figures: every done point of the full grid
+    on disk, merged into the existing summary by run id (:func:`results.merge_summary`), so rows of points
+    that are not on disk (a fresh clone, a narrowing ``--set``) are kept."""
+    kind = _kind(spec)
+    fresh = results.summarise(spec.study, study_dir, study_points(spec, points), spec.run,
+                              kind.derived if kind else ())
+    summary = results.merge_summary(results.read_summary(study_dir), fresh)
     if not summary.empty:
         results.write_summary(summary, study_dir)
         if figures:
             render_figures(spec, summary, study_dir)
     return summary
+
+
+def _kind(spec: StudySpec):
+    from manifold_lab.runs import registry
+
+    return registry.get(spec.run) if spec.run else None
 
 
 def _bar(spec: StudySpec, total: int, initial: int):
@@ -131,9 +206,8 @@ def _main(args) -> int:
         print("\n".join(str(p) for p in paths))
         return 0
     if args.status:
-        check_against_notebook(spec)
+        points = checked_points(spec)
         study_dir = Path(args.results_dir) / spec.study
-        points = [(spec.format_id(p), p) for p in spec.points()]
         print(format_status(study_status(study_dir, points)))
         collect(spec, study_dir, points)
         return 0

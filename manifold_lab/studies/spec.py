@@ -3,8 +3,9 @@
 Keys (unknown keys are an error)::
 
     study: toy_fig2                       # name; output goes to <results>/<study>/
-    notebook: notebooks/toy_manifold.ipynb
-    description: free text
+    run: toy                              # the run kind (manifold_lab.runs): config, notebook, files
+    notebook: notebooks/toy_manifold.ipynb   # optional: the kind's notebook by default
+    description: free text                # for the reader; not used
     base: {dist: spiral, loss: v}         # fixed notebook parameters
     grid: {D: [2, 8, 16, 512], pred: [x, eps, v], seed: [0]}   # the product of these lists
     run_id: "D{D:04d}-{pred}pred-{loss}loss-s{seed}"           # format string over the parameters
@@ -34,7 +35,7 @@ import yaml
 from manifold_lab.checks import ConfigError, check_keys
 from manifold_lab.config import check_names
 
-STUDY_KEYS = ("study", "notebook", "description", "base", "grid", "run_id", "figures", "workers", "resources")
+STUDY_KEYS = ("study", "run", "notebook", "description", "base", "grid", "run_id", "figures", "workers", "resources")
 RUNNER_PARAMS = ("out_dir", "threads")  # set by the runner for every point
 
 
@@ -46,13 +47,24 @@ class StudySpec:
     base: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
-    description: str = ""
     workers: int = 1
     resources: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    run: str | None = None   # the run kind; None: a notebook of no registered kind (names checked only)
 
     def points(self) -> list[dict[str, Any]]:
-        """Every grid point: base updated by one combination of the grid lists, in grid order."""
+        """Every grid point: base updated by one combination of the grid lists, in grid order (run ids
+        checked to be distinct)."""
+        out = self.grid_points()
+        ids = [self.format_id(p) for p in out]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ConfigError(f"run_id {self.run_id!r} gives the same id to several grid points: {dup[:3]}; "
+                              "add the varying parameters to run_id")
+        return out
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """:meth:`points` without the run ids."""
         out = []
         for combo in itertools.product(*self.grid.values()):
             point = dict(self.base)
@@ -62,11 +74,6 @@ class StudySpec:
                 else:
                     point[key] = value
             out.append(point)
-        ids = [self.format_id(p) for p in out]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        if dup:
-            raise ConfigError(f"run_id {self.run_id!r} gives the same id to several grid points: {dup[:3]}; "
-                              "add the varying parameters to run_id")
         return out
 
     def linked(self) -> dict[str, list[str]]:
@@ -124,21 +131,40 @@ def load_study(path: str | Path) -> StudySpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study YAML must be a mapping with keys {', '.join(STUDY_KEYS)}")
     check_keys(f"study {path}", raw, STUDY_KEYS)
-    for key in ("study", "notebook", "run_id"):
+    for key in ("study", "run_id"):
         if key not in raw:
             raise ConfigError(f"{path}: missing required key {key!r}")
     grid = raw.get("grid") or {}
     _check_grid(grid, str(path))
-    nb = Path(raw["notebook"])
-    if not nb.is_absolute() and not nb.exists() and (path.parent.parent / nb).exists():
-        nb = path.parent.parent / nb  # relative to the repository that holds studies/
+    kind, nb = _kind_and_notebook(raw, path)
     workers = raw.get("workers", 1)
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"{path}: workers must be a positive integer, got {workers!r}")
     return StudySpec(study=str(raw["study"]), notebook=nb, run_id=str(raw["run_id"]),
                      base=dict(raw.get("base") or {}), grid={k: list(v) for k, v in grid.items()},
-                     figures=list(raw.get("figures") or []), description=str(raw.get("description", "")),
-                     workers=workers, resources=dict(raw.get("resources") or {}), source=path)
+                     figures=list(raw.get("figures") or []), workers=workers,
+                     resources=dict(raw.get("resources") or {}), source=path, run=kind)
+
+
+def _kind_and_notebook(raw: dict, path: Path) -> tuple[str | None, Path]:
+    """The study's run kind and notebook: ``run:`` names the kind (its notebook unless ``notebook:`` is given);
+    without ``run:``, the kind whose notebook ``notebook:`` names, if any."""
+    from manifold_lab.runs import registry
+
+    if "run" not in raw and "notebook" not in raw:
+        raise ConfigError(f"{path}: missing required key 'run' (one of {', '.join(registry.RUNS)})")
+    kind = registry.get(str(raw["run"])) if "run" in raw else None
+    if "notebook" not in raw:
+        return kind.name, kind.notebook
+    nb = Path(raw["notebook"])
+    if not nb.is_absolute() and not nb.exists() and (path.parent.parent / nb).exists():
+        nb = path.parent.parent / nb  # relative to the repository that holds studies/
+    if kind is None:
+        kind = registry.kind_of_notebook(nb)
+    elif kind.notebook_name != nb.name:
+        raise ConfigError(f"{path}: notebook {nb.name} is not the notebook of run kind {kind.name!r} "
+                          f"({kind.notebook_name}); drop notebook: or fix run:")
+    return (kind.name if kind else None), nb
 
 
 def _check_grid(grid: dict, where: str) -> None:
@@ -167,13 +193,25 @@ def _check_grid(grid: dict, where: str) -> None:
             seen[n] = k
 
 
+def notebook_parameters(spec: StudySpec) -> dict[str, Any]:
+    """The notebook's parameter names: for a study of a run kind, its config's fields plus the runner's (the
+    parameters cell is exactly these: tests/test_packaging.py), without starting papermill; otherwise what
+    papermill reads from the cell tagged 'parameters'."""
+    if spec.run is not None:
+        from manifold_lab.config import field_names
+        from manifold_lab.runs import registry
+
+        return dict.fromkeys([*field_names(registry.get(spec.run).config), *RUNNER_PARAMS])
+    import papermill
+
+    return papermill.inspect_notebook(str(spec.notebook))
+
+
 def check_against_notebook(spec: StudySpec) -> dict[str, Any]:
     """Check the notebook exists and knows every base/grid parameter; return its parameters."""
     if not spec.notebook.is_file():
         raise FileNotFoundError(f"notebook not found: {spec.notebook} (named in {spec.source})")
-    import papermill
-
-    params = papermill.inspect_notebook(str(spec.notebook))
+    params = notebook_parameters(spec)
     if not params:
         raise ConfigError(f"{spec.notebook} has no cell tagged 'parameters'")
     check_names(spec.parameter_names(), params, f"study {spec.source} (parameters of {spec.notebook})")

@@ -1,0 +1,45 @@
+"""Where the project's folders are: one explicit root, so ``configs/``, ``notebooks/`` and ``studies/`` are found
+from a source checkout and from an installed package alike.
+
+The root is, in this order: ``$MANIFOLD_LAB_ROOT``; the checkout that holds this package (a folder with
+``pyproject.toml`` and ``notebooks/`` above ``manifold_lab/``); the current working directory when it holds
+``notebooks/`` (an installed package run from a clone). Otherwise a one-line error says to set the variable.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from manifold_lab.checks import ConfigError
+
+ROOT_VAR = "MANIFOLD_LAB_ROOT"
+
+
+def _is_root(path: Path) -> bool:
+    return (path / "notebooks").is_dir() and ((path / "studies").is_dir() or (path / "configs").is_dir())
+
+
+def project_root() -> Path:
+    """The project folder holding configs/, notebooks/ and studies/ (see the module docstring)."""
+    env = os.environ.get(ROOT_VAR)
+    if env:
+        if not _is_root(Path(env)):
+            raise ConfigError(f"${ROOT_VAR}={env!r} holds no notebooks/ with studies/ or configs/")
+        return Path(env)
+    for candidate in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if _is_root(candidate):
+            return candidate
+    raise ConfigError(f"cannot find the project folder (notebooks/, configs/, studies/): set ${ROOT_VAR} to the "
+                      "clone of manifold_lab, or run from it")
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def configs_dir() -> Path:
+    return project_root() / "configs"
+
+
+def studies_dir() -> Path:
+    return project_root() / "studies"

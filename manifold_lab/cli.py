@@ -9,12 +9,13 @@ import importlib
 import sys
 
 from manifold_lab.checks import ConfigError
+from manifold_lab.runs.commands import command_table
 
 # command -> (module, one-line help). The module's register(subparsers) adds the command's parser and sets
 # ``func`` (called with the parsed args; returns an exit code or None).
+# The run kinds' commands come from the run registry (manifold_lab.runs): toy, image, id, memorisation, ...
 COMMANDS: dict[str, tuple[str, str]] = {
-    "toy": ("manifold_lab.toy", "train, sample and measure one toy manifold run"),
-    "image": ("manifold_lab.image_study", "train, sample and measure one small-image run"),
+    **command_table(),
     "study": ("manifold_lab.studies.runner", "run a study grid with papermill and render its figures"),
     "train": ("manifold_lab.train.imagenet", "train a JiT on an ImageFolder (CPU, one GPU or torchrun DDP)"),
     "sample": ("manifold_lab.evaluate.generate", "class-balanced sampling from a JiT checkpoint"),
@@ -23,7 +24,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("manifold_lab.data.shards", "write an ImageFolder's ADM crops into memory-mappable uint8 shards"),
     "sweep": ("manifold_lab.evaluate.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
     "export": ("manifold_lab.train.official", "convert a checkpoint to the official JiT layout or back"),
-    "id": ("manifold_lab.intrinsic", "intrinsic dimension of a toy cloud (x, eps, v, z_t) or of a run's samples"),
 }
 
 

@@ -12,24 +12,22 @@ Every resolution shows the same pictures (the shipped 32 px crops, box-downsampl
 measures (:mod:`manifold_lab.metrics.images`) and writes the run folder. Training, sampling and the metric run on
 ``cfg.device``; the metric's feature net is trained (once, cached) on the CPU, so it is one instrument on every device::
 
-    out_dir/metrics.json   fd_feat, fd_pix, their real-vs-real floors, final_loss, timings, sizes (flat dict)
-    out_dir/config.json    the resolved ImageConfig
+    out_dir/metrics.json   fd_feat, fd_pix, their real-vs-real floors, final_loss, timings (flat dict)
+    out_dir/config.json    the resolved ImageConfig; ``derived``: token_dim, img_size, params (the JiT's size)
     out_dir/curve.csv      the training loss per step
     out_dir/samples.png    an 8 x 8 grid of generated images (nearest-upscaled to >= 32 px per image)
     out_dir/samples.npz    those 64 images, uint8 (64, 3, H, W)
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from manifold_lab import io, param
+from manifold_lab import param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import add_run_command
 from manifold_lab.data.imagefolder import to_uint8
 from manifold_lab.data.real_images import make_image_set
 from manifold_lab.denoiser import Denoiser
@@ -37,6 +35,7 @@ from manifold_lab.device import PRECISIONS, autocast, check_device, generator, r
 from manifold_lab.metrics.features import load_feature_net
 from manifold_lab.metrics.images import ImageMetric
 from manifold_lab.nets.jit import JiT
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import TimeSampler
 from manifold_lab.train.core import LR_SCHEDULES
@@ -136,28 +135,18 @@ def run_image_point(cfg: ImageConfig, out_dir: str | Path, *, progress: bool = F
     sample_s = time.perf_counter() - t0
     metrics = metric(samples) | feat_info | {
         "final_loss": float(result.curve.loss.tail(max(1, cfg.steps // 10)).mean()),
-        "token_dim": cfg.token_dim, "img_size": cfg.img_size,
-        "params": sum(p.numel() for p in net.parameters()),
         "train_s": result.wall_s, "sample_s": sample_s, "wall_s": time.perf_counter() - start,
     }
-    _save_run(out_dir, cfg, to_uint8(samples[:N_GRID], layout="nchw").numpy(), result.curve)
-    io.write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
-    return metrics
+    derived = {"token_dim": cfg.token_dim, "img_size": cfg.img_size,
+               "params": sum(p.numel() for p in net.parameters())}
+    return _save_run(out_dir, cfg, metrics, derived, to_uint8(samples[:N_GRID], layout="nchw").numpy(),
+                     result.curve)
 
 
-def _save_run(out_dir: Path, cfg: ImageConfig, grid, curve) -> None:
+def _save_run(out_dir: Path, cfg: ImageConfig, metrics: dict, derived: dict, grid, curve) -> dict:
     from manifold_lab.plots.images import save_image_grid
 
-    io.save_npz(out_dir / "samples.npz", samples=grid)
-    save_image_grid(out_dir / "samples.png", grid)
-    io.save_table(out_dir / "curve.csv", curve)
-    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg) | {"img_size": cfg.img_size,
-                                                                        "token_dim": cfg.token_dim})
+    return finish_run(out_dir, cfg, metrics, kind="image", derived=derived, tables={"curve.csv": curve},
+                      arrays={"samples.npz": {"samples": grid}},
+                      figures={"samples.png": lambda path: save_image_grid(path, grid)})
 
-
-# ---- command line -----------------------------------------------------------------------------------
-def register(sub) -> None:
-    add_run_command(sub, "image", ImageConfig, run_image_point, help="train and sample one small-image run",
-                    description="Train a small unconditional JiT on real images (the shipped photo crops or a "
-                                "folder), sample it and measure two Fréchet distances. Writes OUT/metrics.json, "
-                                "OUT/config.json, OUT/curve.csv, OUT/samples.png, OUT/samples.npz.")

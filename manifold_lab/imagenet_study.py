@@ -8,8 +8,10 @@ on the final set), and write ``metrics.json``. What ``notebooks/imagenet_run.ipy
     out_dir/run/               the training run: config.json, log.csv, checkpoints. If it already holds a
                                checkpoint (a requeued or restarted point), training resumes from it.
     out_dir/sweep/             sweep.csv / .parquet, sweep.png, best.json (evaluate.sweep, resumable)
-    out_dir/metrics.json       fid, is_mean, is_std, cfg, ema, steps, final_loss, train_s, eval_s,
-                               resumed_from_step (written last: its presence marks a finished point)
+    out_dir/config.json        the point's config; ``derived``: the chosen cfg_scale and ema, the training
+                               steps
+    out_dir/metrics.json       fid, is_mean, is_std, final_loss, train_s, eval_s, resumed_from_step
+                               (written last: its presence marks a finished point)
 
 ``nproc`` > 1 runs training and sampling as that many torchrun processes (one per GPU of the point).
 """
@@ -18,16 +20,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifold_lab import io
 from manifold_lab.checks import ConfigError, check_positive
 from manifold_lab.config import read_yaml
+from manifold_lab.paths import configs_dir
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train.config import ImageNetConfig, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
@@ -62,11 +65,12 @@ class ImageNetPointConfig:
 
 def config_path(name: str) -> Path:
     """A config name (``jit_b16_in256``) or path -> the YAML file."""
-    for p in (Path(name), CONFIGS / name, CONFIGS / f"{name}.yaml"):
+    configs = configs_dir()
+    for p in (Path(name), configs / name, configs / f"{name}.yaml"):
         if p.is_file():
             return p
     raise FileNotFoundError(f"config {name!r} not found (a path, or one of "
-                            f"{', '.join(sorted(q.stem for q in CONFIGS.glob('*.yaml')))})")
+                            f"{', '.join(sorted(q.stem for q in configs.glob('*.yaml')))})")
 
 
 def train_config(cfg: ImageNetPointConfig, out_dir: Path) -> ImageNetConfig:
@@ -163,28 +167,21 @@ def evaluate_point(cfg: ImageNetPointConfig, tcfg: ImageNetConfig, out_dir: Path
     return best["final"] or best["search"]
 
 
-def run_imagenet_point(cfg: ImageNetPointConfig, out_dir: str | Path) -> dict[str, float]:
-    """Train, evaluate and write the point's folder (see the module docstring)."""
+def run_imagenet_point(cfg: ImageNetPointConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, float]:
+    """Train, evaluate and write the point's folder (see the module docstring). ``progress`` is unused (a
+    point logs to its files)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(out_dir / "config.json", asdict(cfg))
     t0 = time.perf_counter()
     tcfg, resumed = train_point(cfg, out_dir)
     t1 = time.perf_counter()
     best = evaluate_point(cfg, tcfg, out_dir)
     log = read_train_log(out_dir)
     metrics = {"fid": float(best["fid"]), "is_mean": float(best["is_mean"]), "is_std": float(best["is_std"]),
-               "cfg": float(best["cfg"]), "ema": ema_index(str(best["ema"])),
-               "num_samples": float(best["num_samples"]), "steps": float(log.step.iloc[-1]),
                "final_loss": float(log.loss.tail(max(1, len(log) // 10)).mean()), "train_s": t1 - t0,
                "eval_s": time.perf_counter() - t1, "resumed_from_step": float(resumed)}
-    io.write_json(out_dir / "metrics.json", metrics)   # written last: its presence marks a finished point
-    return metrics
-
-
-def ema_index(name: str) -> float:
-    """ema1 -> 1, ema2 -> 2, model (the raw weights) -> 0: the chosen weights as a number for the summary."""
-    return float(name[3:]) if name.startswith("ema") and name[3:].isdigit() else 0.0
+    derived = {"cfg_scale": float(best["cfg"]), "ema": str(best["ema"]), "steps": int(log.step.iloc[-1])}
+    return finish_run(out_dir, cfg, metrics, kind="imagenet", derived=derived)
 
 
 def read_train_log(out_dir: Path):

@@ -17,14 +17,13 @@ estimators measure (sphere S^(d-1): k = d - 1; flat torus: k = d / 2 for even d;
 
 Files: ``dims.csv`` (quantity, pred, t, estimator, value, d, k, D, n), ``jacobian.csv`` (pred, t, i, mean /
 median / 10 % / 90 % quantile over the points of the i-th singular value divided by the largest, for the
-first ``JAC_KEEP``), ``jac_counts.csv`` (pred, t, point, count), ``metrics.json`` (flat: ``k``,
-``id_<est>_<x|eps|v>``, ``id_<est>_z_t<t>``, ``id_<est>_samples_<pred>``, ``id_<est>_samples_proj_<pred>``,
+first ``JAC_KEEP``), ``jac_counts.csv`` (pred, t, point, count), ``config.json`` (``derived``: ``k``),
+``metrics.json`` (flat: ``id_<est>_<x|eps|v>``, ``id_<est>_z_t<t>``, ``id_<est>_samples_<pred>``, ``id_<est>_samples_proj_<pred>``,
 ``jac_count_<pred>_t<t>`` (the
 median over the points), ``jac_count_mean_<pred>_t<t>``, ``nn_dist_<pred>``), written last.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from manifold_lab.config import add_config_flags, config_from_values, overrides_
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
 from manifold_lab.device import PRECISIONS, check_device
 from manifold_lab.metrics import intrinsic_dim as idim
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.toy import ToyConfig, run_toy_model
 
 JAC_KEEP = 32   # singular values per point kept in jacobian.csv
@@ -156,7 +156,7 @@ def sample_dimensions(model, cfg: IntrinsicConfig) -> pd.DataFrame:
 
 
 def _metrics(cfg: IntrinsicConfig, dims: pd.DataFrame, counts: pd.DataFrame, quality: dict) -> dict[str, float]:
-    out: dict[str, float] = {"k": cfg.k}
+    out: dict[str, float] = {}
     for r in dims.itertuples():
         name = {"z": f"z_t{r.t:.2f}", "samples": f"samples_{r.pred}",
                 "samples_proj": f"samples_proj_{r.pred}"}.get(r.quantity, r.quantity)
@@ -181,13 +181,10 @@ def run_intrinsic_point(cfg: IntrinsicConfig, out_dir: str | Path, *, progress: 
         spec_rows, count_rows = spec_rows + s, count_rows + c
     dims = dims.assign(d=cfg.d, k=cfg.k, D=cfg.D, n=cfg.n, dist=cfg.dist)
     counts = pd.DataFrame(count_rows, columns=["pred", "t", "point", "count"]).assign(d=cfg.d, k=cfg.k)
-    io.save_table(out_dir / "dims.csv", dims)
-    io.save_table(out_dir / "jacobian.csv", pd.DataFrame(spec_rows).assign(d=cfg.d, k=cfg.k))
-    io.save_table(out_dir / "jac_counts.csv", counts)
-    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg))
-    metrics = _metrics(cfg, dims, counts, quality)
-    io.write_json(out_dir / "metrics.json", metrics)  # last: marks the point finished
-    return metrics
+    tables = {"dims.csv": dims, "jacobian.csv": pd.DataFrame(spec_rows).assign(d=cfg.d, k=cfg.k),
+              "jac_counts.csv": counts}
+    return finish_run(out_dir, cfg, _metrics(cfg, dims, counts, quality), kind="intrinsic", derived={"k": cfg.k},
+                      tables=tables)
 
 
 # ---- the `id` command -----------------------------------------------------------------------------------

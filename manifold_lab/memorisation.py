@@ -8,6 +8,7 @@ Written to ``out_dir``::
 
     out_dir/model_a/, model_b/   the two toy run folders (samples.npz holds each one's training set)
     out_dir/memorisation.npz     per-sample distances (d_train_*, d_other_*, d_manifold_*, paired)
+    out_dir/config.json          the resolved MemorisationConfig; ``derived``: k (the manifold's dimension)
     out_dir/metrics.json         the metrics below (flat), written last
     out_dir/fig_memorisation.png the two models' samples and training sets (first two d-dim axes)
 
@@ -47,6 +48,7 @@ import torch
 from manifold_lab import io
 from manifold_lab.checks import ConfigError
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, sample_toy
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.toy import ToyConfig, run_toy
 
 
@@ -174,15 +176,12 @@ def measure_point(cfg: MemorisationConfig, out_dir: str | Path) -> dict[str, flo
                                                fresh, cfg.copy_frac)
     for name in ("nn_dist", "off_manifold", "energy_distance", "train_s"):
         metrics[name] = (runs["a"][name] + runs["b"][name]) / 2
-    metrics["k"] = _k(cfg)
-    io.save_npz(out_dir / "memorisation.npz", **per_sample)
     from manifold_lab.plots.memorisation import plot_memorisation_point
 
     proj = {tag: emb.project(torch.as_tensor(files[tag]["samples"], dtype=torch.float64)).numpy() for tag in "ab"}
-    io.save_figure(out_dir / "fig_memorisation.png",
-                   plot_memorisation_point(proj["a"], proj["b"], a["train"], b["train"], a["reference"], cfg, metrics))
-    io.write_json(out_dir / "metrics.json", metrics)  # last: marks the point finished
-    return metrics
+    fig = plot_memorisation_point(proj["a"], proj["b"], a["train"], b["train"], a["reference"], cfg, metrics)
+    return finish_run(out_dir, cfg, metrics, kind="memorisation", derived={"k": _k(cfg)},
+                      arrays={"memorisation.npz": per_sample}, figures={"fig_memorisation.png": fig})
 
 
 def _k(cfg: ToyConfig) -> int:

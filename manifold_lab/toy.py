@@ -5,7 +5,7 @@
     out_dir/samples.npz   samples (N, D) generated points, P (D, d), reference (M, d) ground truth (M >= 10,000);
                           with n_train > 0 also train (n_train, d), the fixed training set in d-dim coordinates
     out_dir/metrics.json  energy_distance, nn_dist, nn_dist_ref, off_manifold, final_loss, train_s, sample_s
-    out_dir/config.json   the resolved ToyConfig
+    out_dir/config.json   the resolved ToyConfig (``run``: toy; see manifold_lab.runs.writer)
     out_dir/curve.csv     the training loss per step
     out_dir/fig_samples.png  generated points in the d-dim coordinates P^T x over the ground truth
 
@@ -32,7 +32,6 @@ memorisation study checks it), of the same distribution.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +39,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from manifold_lab import io, param
+from manifold_lab import param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import add_run_command
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
 from manifold_lab.denoiser import Denoiser
 from manifold_lab.device import PRECISIONS, autocast, check_device, generator, resolve_device
 from manifold_lab.metrics.manifold import toy_metrics
 from manifold_lab.nets.mlp import MLP
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import T_SAMPLERS, TimeSampler
 from manifold_lab.train.core import LR_SCHEDULES
@@ -188,27 +187,18 @@ def run_toy_model(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True)
     metrics = toy_metrics(samples, emb, reference.to(device), fresh.to(device))
     metrics |= {"final_loss": float(result.curve.loss.tail(100).mean()), "train_s": result.wall_s,
                 "sample_s": sample_s}
-    _save_run(out_dir, cfg, emb, samples.cpu(), reference, result.curve, train_set)
-    io.write_json(out_dir / "metrics.json", metrics)  # written last: its presence marks a finished run
+    _save_run(out_dir, cfg, metrics, emb, samples.cpu(), reference, result.curve, train_set)
     return metrics, ToyModel(cfg, emb, den, result.eval_net, train_set, samples.cpu(), reference)
 
 
-def _save_run(out_dir: Path, cfg: ToyConfig, emb, samples, reference, curve, train_set=None) -> None:
+def _save_run(out_dir: Path, cfg: ToyConfig, metrics, emb, samples, reference, curve, train_set=None) -> None:
     from manifold_lab.plots.toy import plot_toy_samples
 
     extra = {} if train_set is None else {"train": train_set.numpy()}
-    io.save_npz(out_dir / "samples.npz", samples=samples.numpy(), P=emb.P.numpy(), reference=reference.numpy(),
-                **extra)
-    io.save_table(out_dir / "curve.csv", curve)
-    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg))
-    io.save_figure(out_dir / "fig_samples.png",
-                   plot_toy_samples(emb.project(samples).numpy(), reference.numpy(),
-                                    title=f"{cfg.dist} in D={cfg.D}: {cfg.pred}-pred, {cfg.loss}-loss"))
+    fig = plot_toy_samples(emb.project(samples).numpy(), reference.numpy(),
+                           title=f"{cfg.dist} in D={cfg.D}: {cfg.pred}-pred, {cfg.loss}-loss")
+    finish_run(out_dir, cfg, metrics, kind="toy", tables={"curve.csv": curve},
+               arrays={"samples.npz": dict(samples=samples.numpy(), P=emb.P.numpy(), reference=reference.numpy(),
+                                           **extra)},
+               figures={"fig_samples.png": fig})
 
-
-# ---- command line -----------------------------------------------------------------------------------
-def register(sub) -> None:
-    add_run_command(sub, "toy", ToyConfig, run_toy, help="train and sample one toy manifold run",
-                    description="Train an MLP denoiser on d-dim data buried in D dims, sample it, measure it. "
-                                "Writes OUT/samples.npz (samples N x D, P D x d, reference >= 10000 x d), "
-                                "OUT/metrics.json, OUT/config.json, OUT/curve.csv, OUT/fig_samples.png.")

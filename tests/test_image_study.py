@@ -84,7 +84,12 @@ def test_run_image_point_writes_the_run_folder(tmp_path):
     for name in ("metrics.json", "config.json", "curve.csv", "samples.png", "samples.npz"):
         assert (out / name).is_file(), name
     assert io.read_json(out / "metrics.json") == pytest.approx(metrics)
-    assert {"fd_feat", "fd_pix", "fd_feat_floor", "fd_pix_floor", "final_loss", "token_dim"} <= set(metrics)
+    assert {"fd_feat", "fd_pix", "fd_feat_floor", "fd_pix_floor", "final_loss"} <= set(metrics)
+    assert not {"token_dim", "img_size", "params"} & set(metrics)       # settings, not measurements
+    config = io.read_json(out / "config.json")
+    assert config["run"] == "image" and config["patch_size"] == 2
+    assert config["derived"]["token_dim"] == 12 and config["derived"]["img_size"] == 8
+    assert config["derived"]["params"] > 0
     assert len(pd.read_csv(out / "curve.csv")) == TINY["steps"]
     with np.load(out / "samples.npz") as f:
         assert f["samples"].shape == (16, 3, 8, 8) and f["samples"].dtype == np.uint8

@@ -52,12 +52,14 @@ def test_imagenet_study_runs_shrunken(name, data, tmp_path, monkeypatch):
     m = summary.set_index("metric").value
     nproc = 2 if "nproc=2" in SHRINK[name] else 1
     steps = 2 * (12 // nproc // 4)                                           # 2 epochs of 12 images, batch 4
-    assert m["fid"] >= 0 and m["is_mean"] > 0 and m["num_samples"] == 9 and m["steps"] == steps
+    row = summary.iloc[0]                      # derived settings are columns (config.json), not metrics
+    assert m["fid"] >= 0 and m["is_mean"] > 0 and row["num_samples"] == 9 and row["steps"] == steps
+    assert not {"cfg", "cfg_scale", "ema", "steps"} & set(summary["metric"]) and row["ema"] in ("ema1", "ema2")
     run = study_dir / summary.run_id.iloc[0]
     sweep = pd.read_csv(run / "sweep" / "sweep.csv")
     assert len(sweep[sweep.stage == "search"]) == 4 and len(sweep[sweep.stage == "final"]) == 1
     best = json.loads((run / "sweep" / "best.json").read_text())
-    assert m["cfg"] == best["final"]["cfg"] and m["fid"] == pytest.approx(best["final"]["fid"])
+    assert row["cfg_scale"] == best["final"]["cfg"] and m["fid"] == pytest.approx(best["final"]["fid"])
     for fig in spec.figures:
         assert (study_dir / f"fig_{fig}.png").stat().st_size > 10_000
     if name == "imagenet_ablation":

@@ -46,14 +46,18 @@ def save_image_grid(path, images: np.ndarray, ncol: int = 8, min_px: int = 32) -
     return io.atomic_write(path, lambda tmp: pil.save(tmp, format="png"))
 
 
+DERIVED = ("token_dim", "img_size", "params")   # settings computed from the parameters (summary columns)
+
+
 def _params(summary: pd.DataFrame) -> list[str]:
-    """The run parameters: every summary column but study, run_id, metric and value."""
-    return [c for c in summary.columns if c not in ("study", "run_id", "metric", "value")]
+    """The run parameters: every summary column but study, run_id, the derived settings, metric and value."""
+    return [c for c in summary.columns if c not in ("study", "run_id", "metric", "value", *DERIVED)]
 
 
 def _wide(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: run_id, the parameters, and one column per metric."""
-    return summary.pivot_table(index=["run_id", *_params(summary)], columns="metric", values="value",
+    """One row per run: run_id, the parameters, the derived settings, and one column per metric."""
+    derived = [c for c in DERIVED if c in summary.columns]
+    return summary.pivot_table(index=["run_id", *_params(summary), *derived], columns="metric", values="value",
                                aggfunc="first").reset_index()
 
 
@@ -103,12 +107,11 @@ def _metric_vs(summary: pd.DataFrame, x: str, *, logx: bool = True, title: str =
 
 
 def _with_token_dim(summary: pd.DataFrame) -> pd.DataFrame:
-    """Add a token_dim parameter column (3 p^2) if the summary carries patch_size but not token_dim."""
-    df = summary.copy()
-    if "token_dim" not in df.columns:
-        dims = df[df["metric"] == "token_dim"].set_index("run_id")["value"]
-        df["token_dim"] = df["run_id"].map(dims)
-    return df[df["metric"] != "token_dim"]
+    """The summary with its token_dim column (a derived setting, from the runs' config.json)."""
+    if "token_dim" not in summary.columns:
+        raise ValueError("the summary has no token_dim column (a summary written before derived settings became "
+                         "columns: see manifold_lab.studies.results.migrate_summary)")
+    return summary.copy()
 
 
 @register("image_pred_loss")
@@ -155,6 +158,8 @@ def fig_image_vs_mu(summary: pd.DataFrame, study_dir: Path):
 @register("image_curves")
 def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
     """Training loss curves (running mean over ``smooth`` steps), one panel per setting, one colour per target."""
+    from manifold_lab.runs.files import run_file
+
     sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = summary.drop_duplicates("run_id")
     facets = _facets(runs, _params(summary))
@@ -166,7 +171,7 @@ def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
         key = key if isinstance(key, tuple) else (key,)
         labelled = set()
         for _, r in sub.iterrows():
-            path = Path(study_dir) / r["run_id"] / "curve.csv"
+            path = run_file(study_dir, r["run_id"], "curve")
             if not path.is_file():
                 continue
             c = pd.read_csv(path)
@@ -185,6 +190,8 @@ def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
 @register("image_samples")
 def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
     """The first ``n`` samples of each run (lowest seed): rows = settings, columns = prediction target."""
+    from manifold_lab.runs.files import run_file
+
     runs = summary.drop_duplicates("run_id")
     if "seed" in runs:
         runs = runs[runs["seed"] == runs["seed"].min()]
@@ -199,7 +206,7 @@ def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
             ax.set_xticks([])
             ax.set_yticks([])
             row = sub[sub["pred"] == pred]
-            path = Path(study_dir) / str(row["run_id"].iloc[0]) / "samples.npz" if len(row) else None
+            path = run_file(study_dir, row["run_id"].iloc[0], "samples") if len(row) else None
             if path is None or not path.is_file():
                 ax.axis("off")
                 continue

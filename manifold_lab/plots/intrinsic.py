@@ -21,12 +21,14 @@ QUANTITY_COLORS = {"x": "#1b7837", "eps": "#c51b7d", "v": "#2166ac"}
 
 
 def _runs(summary: pd.DataFrame, study_dir: Path, name: str) -> list[tuple[pd.Series, pd.DataFrame]]:
-    """(parameters of the run, its table ``name``) for every finished run folder holding that table, sorted
-    by (dist, d, D)."""
+    """(parameters of the run, its table ``name``: a run-file key, dims, jacobian or jac_counts) for every
+    finished run folder holding that table, sorted by (dist, d, D)."""
+    from manifold_lab.runs.files import run_file
+
     runs = summary.drop_duplicates("run_id").sort_values([c for c in ("dist", "d", "D") if c in summary])
     out = []
     for _, r in runs.iterrows():
-        path = Path(study_dir) / str(r["run_id"]) / name
+        path = run_file(study_dir, r["run_id"], name)
         if path.is_file():
             out.append((r, pd.read_csv(path)))
     return out
@@ -56,7 +58,7 @@ def fig_id_vs_t(summary: pd.DataFrame, study_dir: Path):
     """Per (dist, d, D): the estimated dimension of z_t against t (one line per estimator), x, eps and v as
     horizontal lines (TwoNN), each target's generated samples as markers at the right (in R^D, then their
     coordinates P^T s in the subspace; marker shape: estimator), k and d dotted."""
-    runs = _runs(summary, study_dir, "dims.csv")
+    runs = _runs(summary, study_dir, "dims")
     nrow, ncol = _layout(len(runs))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False)
     for ax, (r, dims) in zip(axes.flat, runs):
@@ -97,7 +99,7 @@ def fig_id_vs_t(summary: pd.DataFrame, study_dir: Path):
 def fig_jacobian_counts(summary: pd.DataFrame, study_dir: Path):
     """Per (dist, d, D): the count of singular values of d x_hat / d z above half the largest, against t,
     one line per target (median over the points, band: 10-90 % of the points); k and d dotted."""
-    runs = _runs(summary, study_dir, "jac_counts.csv")
+    runs = _runs(summary, study_dir, "jac_counts")
     nrow, ncol = _layout(len(runs))
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.4 * nrow), squeeze=False)
     for ax, (r, counts) in zip(axes.flat, runs):
@@ -122,7 +124,7 @@ def fig_jacobian_counts(summary: pd.DataFrame, study_dir: Path):
 def fig_jacobian_spectra(summary: pd.DataFrame, study_dir: Path, n_show: int = 16):
     """The normalised Jacobian spectra sv_i / sv_1 (median over the points) against i, one panel per target,
     one colour per t, for the run with the largest D of each (dist, d); the count rule (0.5) dashed."""
-    runs = _runs(summary, study_dir, "jacobian.csv")
+    runs = _runs(summary, study_dir, "jacobian")
     runs = [(r, t) for r, t in runs if r["D"] == max(x["D"] for x, y in runs if x.get("dist") == r.get("dist")
                                                           and x.get("d") == r.get("d"))]
     preds = [p for p in PRED_ORDER if any(p in set(t["pred"]) for _, t in runs)]

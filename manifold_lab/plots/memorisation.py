@@ -87,6 +87,8 @@ def fig_memorisation_vs_N(summary: pd.DataFrame, study_dir: Path):
 def fig_memorisation_samples(summary: pd.DataFrame, study_dir: Path):
     """Samples of both models (colour: model a, grey: model b) over the training set of model a (black
     crosses) at the smallest D: rows target, columns N."""
+    from manifold_lab.runs.files import run_file
+
     runs = summary.drop_duplicates("run_id")
     runs = runs[runs["D"] == runs["D"].min()]
     Ns = sorted(runs["n_train"].unique())
@@ -98,11 +100,11 @@ def fig_memorisation_samples(summary: pd.DataFrame, study_dir: Path):
             ax.set_xticks([])
             ax.set_yticks([])
             row = runs[(runs["pred"] == pred) & (runs["n_train"] == N)]
-            folder = Path(study_dir) / str(row["run_id"].iloc[0]) if len(row) else None
-            if folder is None or not (folder / "model_a" / "samples.npz").is_file():
+            files = [run_file(study_dir, row["run_id"].iloc[0], f"samples_{t}") for t in "ab"] if len(row) else []
+            if not files or not all(f.is_file() for f in files):
                 ax.axis("off")
                 continue
-            with np.load(folder / "model_a" / "samples.npz") as fa, np.load(folder / "model_b" / "samples.npz") as fb:
+            with np.load(files[0]) as fa, np.load(files[1]) as fb:
                 pa, pb, ref, train = fa["samples"] @ fa["P"], fb["samples"] @ fb["P"], fa["reference"], fa["train"]
             lim = float(np.abs(ref[:, :2]).max()) * 1.25
             ax.scatter(pb[:, 0], pb[:, 1], s=1, c="0.6", rasterized=True)

@@ -41,7 +41,9 @@ def _lim(ref):
 
 
 def _run_points(summary: pd.DataFrame, study_dir: Path, run_id: str):
-    with np.load(Path(study_dir) / run_id / "samples.npz") as f:
+    from manifold_lab.runs.files import run_file
+
+    with np.load(run_file(study_dir, run_id, "samples")) as f:
         return f["samples"] @ f["P"], f["reference"]
 
 

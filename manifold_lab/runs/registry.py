@@ -64,7 +64,7 @@ RUNS: dict[str, RunKind] = {k.name: k for k in (
     RunKind("imagenet", "manifold_lab.imagenet_study", "ImageNetPointConfig", "run_imagenet_point",
             "imagenet_run.ipynb", "imagenet-point",
             "one ImageNet study point: train a JiT, choose CFG x EMA, FID/IS",
-            derived=("cfg_scale", "ema", "steps", "num_samples")),
+            derived=("cfg_scale", "ema", "steps")),
 )}
 
 

@@ -40,22 +40,23 @@ def test_notebooks_are_thin_and_parameterised():
 
 
 def test_each_notebook_parameters_cell_is_exactly_its_config():
-    """The parameters cell lists every field of the notebook's config with the config's default (so a study
-    can set any of them), plus the runner's out_dir and threads, and nothing else."""
+    """For every run kind of the registry, its notebook's parameters cell lists every field of the kind's config
+    with the config's default (so a study can set any of them), plus the runner's out_dir and threads, and
+    nothing else; and every notebook belongs to a kind."""
     import ast
 
     import papermill
 
     from manifold_lab.config import defaults
-    from manifold_lab.image_study import ImageConfig
-    from manifold_lab.intrinsic import IntrinsicConfig
-    from manifold_lab.memorisation import MemorisationConfig
-    from manifold_lab.toy import ToyConfig
+    from manifold_lab.runs import RUNS
 
-    for name, cls in [("toy_manifold.ipynb", ToyConfig), ("image_study.ipynb", ImageConfig),
-                      ("toy_memorisation.ipynb", MemorisationConfig), ("toy_intrinsic_dim.ipynb", IntrinsicConfig)]:
+    assert {k.notebook_name for k in RUNS.values()} == {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    for kind in RUNS.values():
+        name, cls = kind.notebook_name, kind.config
         params = papermill.inspect_notebook(str(ROOT / "notebooks" / name))
         expected = defaults(cls)
         assert set(params) == set(expected) | {"out_dir", "threads"}, (name, set(params) ^ set(expected))
         for field, default in expected.items():
             assert ast.literal_eval(params[field]["default"]) == default, (name, field)
+            assert params[field]["inferred_type_name"].split("[")[0] == str(
+                cls.__dataclass_fields__[field].type).split("[")[0], (name, field)

@@ -21,7 +21,7 @@ def tiny_fig2():
     return spec
 
 
-def test_runner_runs_skips_and_recovers(tmp_path):
+def test_runner_runs_skips_and_recovers(tmp_path, capsys):
     spec = tiny_fig2()
     rep = run_study(spec, tmp_path, workers=2, progress=False)
     assert sorted(rep["ran"]) == ["D0002-spiral-d2-mlp-w256-vpred-vloss-s0", "D0002-spiral-d2-mlp-w256-xpred-vloss-s0"]
@@ -46,6 +46,18 @@ def test_runner_runs_skips_and_recovers(tmp_path):
     assert rep2["ran"] == [victim.name] and rep2["skipped"] == [rep["ran"][1]]
     assert (victim / "metrics.json").is_file()
     assert not any(p.name.endswith(".partial") for p in study.iterdir() if p.name != stale.name)
+
+    # Done is the kind's whole contract: a lost samples.npz, or a damaged run.json (named in one warning
+    # line), makes the point run again; the summary still holds both.
+    capsys.readouterr()
+    (study / rep["ran"][1] / "samples.npz").unlink()
+    (victim / "run.json").write_text("{not json")
+    rep_d = run_study(tiny_fig2(), tmp_path, workers=2, progress=False)
+    assert sorted(rep_d["ran"]) == sorted(rep["ran"]) and rep_d["failed"] == []
+    err = capsys.readouterr().err
+    assert err.count(f"warning: {victim / 'run.json'} is damaged") == 1, err
+    assert (study / rep["ran"][1] / "samples.npz").is_file() and io.read_json(victim / "run.json")["params"]
+    assert pd.read_csv(study / "summary.csv")["run_id"].nunique() == 2
 
     # The same run ids with a changed parameter (not in the id): the finished runs are stale, run again.
     changed = tiny_fig2()

@@ -199,3 +199,10 @@ def test_migrate_summary_turns_derived_metric_rows_into_columns():
     new = results.migrate_summary(old, ("token_dim", "k"))
     assert list(new.columns) == ["study", "run_id", "patch_size", "token_dim", "metric", "value"]
     assert new["token_dim"].tolist() == [12, 192] and new["value"].tolist() == [1.5, 2.5]
+
+
+def test_figure_names_read_from_source_are_the_registry():
+    from manifold_lab.plots import figure_registry
+    from manifold_lab.studies.spec import declared_figures
+
+    assert declared_figures() == set(figure_registry())

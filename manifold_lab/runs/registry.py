@@ -62,7 +62,7 @@ RUNS: dict[str, RunKind] = {k.name: k for k in (
             "toy_memorisation.ipynb", "memorisation",
             "two toy models on disjoint training sets: memorisation against generalisation", derived=("k",)),
     RunKind("imagenet", "manifold_lab.imagenet_study", "ImageNetPointConfig", "run_imagenet_point",
-            "imagenet_run.ipynb", "imagenet-point",
+            "imagenet_run.ipynb", "imagenet",
             "one ImageNet study point: train a JiT, choose CFG x EMA, FID/IS",
             derived=("cfg_scale", "ema", "steps")),
 )}

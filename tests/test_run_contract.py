@@ -14,7 +14,7 @@ import pytest
 from manifold_lab import io
 from manifold_lab.checks import ConfigError
 from manifold_lab.cli import COMMANDS, build_parser, main
-from manifold_lab.runs import RUNS, file_name, run_file
+from manifold_lab.runs import RUNS, MissingRunFile, file_name, run_file
 from manifold_lab.runs.writer import finish_run
 from manifold_lab.studies import results, runner
 from manifold_lab.studies.spec import load_study
@@ -88,8 +88,8 @@ def fake_toy_run(path: Path, params: dict, metrics: dict) -> None:
     """A finished toy run folder written through the one writer, plus the runner's run.json."""
     cfg = ToyConfig(**params)
     finish_run(path, cfg, metrics, kind="toy", tables={"curve.csv": pd.DataFrame({"step": [1], "loss": [0.5]})},
-               arrays={"samples.npz": {"samples": np.zeros((4, cfg.D)), "P": np.eye(cfg.D, cfg.d),
-                                       "reference": np.zeros((4, cfg.d))}},
+               arrays={"samples.npz": {"samples": np.ones((4, cfg.D)), "P": np.eye(cfg.D, cfg.d),
+                                       "reference": np.ones((4, cfg.d))}},
                figures={"fig_samples.png": lambda p: Path(p).write_bytes(b"\x89PNG fake")})
     io.write_json(path / "run.json", {"run_id": path.name, "params": params, "wall_s": 1.0})
 
@@ -153,13 +153,13 @@ def test_the_runner_redoes_a_point_missing_a_declared_file(tmp_path, monkeypatch
 def _committed_fig2(tmp_path) -> Path:
     study = tmp_path / "toy_fig2"
     study.mkdir()
-    for name in ("summary.csv", "summary.parquet"):
+    for name in ("summary.csv", "summary.parquet", "fig_toy_grid.png"):
         shutil.copy(ROOT / "results" / "toy_fig2" / name, study / name)
     return study
 
 
 @pytest.mark.parametrize("sets, seed", [([], 0), (["seed=[1]"], 1)])
-def test_a_rerun_updates_its_rows_in_place_and_keeps_the_rest(sets, seed, tmp_path):
+def test_a_rerun_updates_its_rows_in_place_and_keeps_the_rest(sets, seed, tmp_path, capsys):
     """A fresh clone holds the committed 3-seed summary and no run folders: the README's command re-runs seed 0
     (or --set seed=[1] re-runs seed 1); the summary keeps every other seed's rows as they were."""
     study = _committed_fig2(tmp_path)
@@ -171,7 +171,7 @@ def test_a_rerun_updates_its_rows_in_place_and_keeps_the_rest(sets, seed, tmp_pa
     rid, params = points[0]
     assert params["seed"] == seed and rid in set(before["run_id"])
     fake_toy_run(study / rid, params, {"nn_dist": 123.0, "energy_distance": 7.0})
-    runner.collect(spec, study, points, figures=False)
+    runner.collect(spec, study, points, figures=True)
     after = pd.read_csv(study / "summary.csv", dtype=str)
     assert sorted(set(after["seed"])) == ["0", "1", "2"]
     others = before[before["run_id"] != rid]
@@ -184,10 +184,16 @@ def test_a_rerun_updates_its_rows_in_place_and_keeps_the_rest(sets, seed, tmp_pa
     kept = [line for line in lines_before[1:] if f",{rid}," not in line]
     assert [line for line in lines_after[1:] if f",{rid}," not in line] == kept   # byte for byte
     assert len(pd.read_parquet(study / "summary.parquet")) == len(after)
+    # figures: from the full summary; one that needs run folders not on disk is kept as it was
+    assert (study / "fig_toy_grid.png").read_bytes() == (ROOT / "results/toy_fig2/fig_toy_grid.png").read_bytes()
+    assert "figure toy_grid not redrawn" in capsys.readouterr().err
+    assert (study / "fig_metric_vs_D.png").stat().st_size > 10_000
 
 
 def test_run_file_is_the_one_accessor(tmp_path):
-    assert run_file(tmp_path, "r1", "samples") == tmp_path / "r1" / "samples.npz"
+    assert run_file(tmp_path, "r1", "samples", must_exist=False) == tmp_path / "r1" / "samples.npz"
+    with pytest.raises(MissingRunFile, match="r1/samples.npz is not on disk"):
+        run_file(tmp_path, "r1", "samples")
     assert file_name("samples_a") == "model_a/samples.npz" and file_name("dims") == "dims.csv"
     with pytest.raises(ConfigError, match="unknown run file 'sample'; allowed: "):
         run_file(tmp_path, "r1", "sample")

@@ -171,10 +171,7 @@ def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
         key = key if isinstance(key, tuple) else (key,)
         labelled = set()
         for _, r in sub.iterrows():
-            path = run_file(study_dir, r["run_id"], "curve")
-            if not path.is_file():
-                continue
-            c = pd.read_csv(path)
+            c = pd.read_csv(run_file(study_dir, r["run_id"], "curve"))
             ax.plot(c["step"], c["loss"].rolling(smooth, min_periods=1).mean(), color=PRED_COLORS[r["pred"]],
                     lw=1, label=None if r["pred"] in labelled else f"{r['pred']}-pred")
             labelled.add(r["pred"])
@@ -207,7 +204,7 @@ def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
             ax.set_yticks([])
             row = sub[sub["pred"] == pred]
             path = run_file(study_dir, row["run_id"].iloc[0], "samples") if len(row) else None
-            if path is None or not path.is_file():
+            if path is None:
                 ax.axis("off")
                 continue
             with np.load(path) as f:

@@ -22,15 +22,13 @@ QUANTITY_COLORS = {"x": "#1b7837", "eps": "#c51b7d", "v": "#2166ac"}
 
 def _runs(summary: pd.DataFrame, study_dir: Path, name: str) -> list[tuple[pd.Series, pd.DataFrame]]:
     """(parameters of the run, its table ``name``: a run-file key, dims, jacobian or jac_counts) for every
-    finished run folder holding that table, sorted by (dist, d, D)."""
+    run of the summary, sorted by (dist, d, D); a run folder not on disk raises MissingRunFile."""
     from manifold_lab.runs.files import run_file
 
     runs = summary.drop_duplicates("run_id").sort_values([c for c in ("dist", "d", "D") if c in summary])
     out = []
     for _, r in runs.iterrows():
-        path = run_file(study_dir, r["run_id"], name)
-        if path.is_file():
-            out.append((r, pd.read_csv(path)))
+        out.append((r, pd.read_csv(run_file(study_dir, r["run_id"], name))))
     return out
 
 

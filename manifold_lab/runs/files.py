@@ -34,10 +34,18 @@ def file_name(key: str) -> str:
     return names.pop()
 
 
-def run_file(study_dir: str | Path, run_id: str, key: str) -> Path:
-    """The path of file ``key`` (e.g. ``samples``, ``curve``, ``dims``) of run ``run_id`` of a study folder. It
-    may not exist (a point not run, or a summary from another machine): callers check ``is_file()``."""
-    return Path(study_dir) / str(run_id) / file_name(key)
+class MissingRunFile(FileNotFoundError):
+    """A figure needs a run's file that is not on disk (a summary row kept from another machine or a fresh
+    clone, whose run folder is not here). The study runner then keeps the figure as it was."""
+
+
+def run_file(study_dir: str | Path, run_id: str, key: str, *, must_exist: bool = True) -> Path:
+    """The path of file ``key`` (e.g. ``samples``, ``curve``, ``dims``) of run ``run_id`` of a study folder.
+    Raises :class:`MissingRunFile` if it is not there (unless ``must_exist=False``)."""
+    path = Path(study_dir) / str(run_id) / file_name(key)
+    if must_exist and not path.is_file():
+        raise MissingRunFile(f"{path} is not on disk (run {run_id} of the summary has no run folder here)")
+    return path
 
 
 def declared(kind: str) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -166,11 +167,23 @@ def _one_thread_per_worker(on: bool):
 
 
 def render_figures(spec: StudySpec, summary, study_dir: Path) -> list[Path]:
-    """Draw each figure the study lists from its summary table into study_dir/fig_<name>.png."""
+    """Draw each figure the study lists from its summary table into study_dir/fig_<name>.png. A figure that
+    needs run files not on disk (rows kept from a summary made elsewhere) is kept as it was, said in one line."""
     from manifold_lab.plots import figure_registry
+    from manifold_lab.runs.files import MissingRunFile
 
-    reg = figure_registry()
-    return [io.save_figure(study_dir / f"fig_{name}.png", reg[name](summary, study_dir)) for name in spec.figures]
+    reg, out = figure_registry(), []
+    for name in spec.figures:
+        try:
+            fig = reg[name](summary, study_dir)
+        except MissingRunFile as e:
+            import matplotlib.pyplot as plt
+
+            plt.close(plt.gcf())   # the figure it had begun
+            print(f"figure {name} not redrawn ({e}); the existing fig_{name}.png is kept", file=sys.stderr)
+            continue
+        out.append(io.save_figure(study_dir / f"fig_{name}.png", fig))
+    return out
 
 
 def register(sub) -> None:

@@ -72,7 +72,7 @@ def test_runner_runs_skips_and_recovers(tmp_path, capsys):
 
 def test_failed_point_does_not_look_finished(tmp_path):
     spec = tiny_fig2()
-    spec.override(["pred=[x]", "solver=rk4"])  # the notebook raises inside the kernel
+    spec.override(["pred=[x]", "lr=1.0e+30"])  # a valid config whose training diverges: the kernel raises
     rep = run_study(spec, tmp_path, workers=1, progress=False)
     assert len(rep["failed"]) == 1 and rep["ran"] == []
     rid = rep["failed"][0]

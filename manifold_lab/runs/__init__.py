@@ -6,4 +6,4 @@ This package imports no run module; :class:`RunKind` imports its module on first
 from manifold_lab.runs.files import FILES, MissingRunFile, file_name, run_file
 from manifold_lab.runs.registry import RUNS, RunKind, get, kind_of_notebook
 
-__all__ = ["FILES", "MissingRunFile", "RUNS", "RunKind", "file_name", "get", "kind_of_notebook", "run_file"]
+__all__ = ["FILES", "RUNS", "MissingRunFile", "RunKind", "file_name", "get", "kind_of_notebook", "run_file"]

@@ -41,11 +41,11 @@ def is_complete(path: Path) -> bool:
     return (Path(path) / METRICS).is_file()
 
 
-def _warn(path: Path, why: str) -> None:
+def _warn(path: Path, why: str, then: str = "its point counts as not done and is redone") -> None:
     key = f"{path}: {why}"
     if key not in _WARNED:
         _WARNED.add(key)
-        print(f"warning: {path} is damaged ({why}); its point counts as not done and is redone", file=sys.stderr)
+        print(f"warning: {path} is damaged ({why}); {then}", file=sys.stderr)
 
 
 def read_record(path: Path, *, warn: bool = True) -> tuple[dict | None, str | None]:
@@ -187,8 +187,8 @@ def read_summary(study_dir: Path) -> pd.DataFrame:
         if path.is_file():
             try:
                 return read(path)
-            except Exception as e:  # a damaged table is rebuilt from the run folders, never fatal
-                _warn(path, f"{type(e).__name__}")
+            except (OSError, ValueError) as e:  # a damaged table is rebuilt from the run folders, never fatal
+                _warn(path, f"{type(e).__name__}", "the summary is read from summary.csv or rebuilt from the run folders")
     return pd.DataFrame()
 
 
@@ -202,7 +202,7 @@ def merge_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     fresh = dict(tuple(new.groupby("run_id", sort=False)))
     parts, placed = [], set()
     for run_id, rows in old.groupby("run_id", sort=False):
-        parts.append(fresh[run_id] if run_id in fresh else rows)
+        parts.append(fresh.get(run_id, rows))
         placed.add(run_id)
     parts += [rows for run_id, rows in fresh.items() if run_id not in placed]
     order = list(old.columns) + [c for c in new.columns if c not in old.columns]

@@ -24,10 +24,9 @@ from pathlib import Path
 from manifold_lab import io
 from manifold_lab.checks import ConfigError, check_positive
 from manifold_lab.config import read_yaml
+from manifold_lab.paths import configs_dir
 from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train.config import ImageNetConfig, load_config
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @dataclass
@@ -62,11 +61,12 @@ class ImageNetPointConfig:
 
 def config_path(name: str) -> Path:
     """A config name (``jit_b16_in256``) or path -> the YAML file."""
-    for p in (Path(name), CONFIGS / name, CONFIGS / f"{name}.yaml"):
+    configs = configs_dir()
+    for p in (Path(name), configs / name, configs / f"{name}.yaml"):
         if p.is_file():
             return p
     raise FileNotFoundError(f"config {name!r} not found (a path, or one of "
-                            f"{', '.join(sorted(q.stem for q in CONFIGS.glob('*.yaml')))})")
+                            f"{', '.join(sorted(q.stem for q in configs.glob('*.yaml')))})")
 
 
 def train_config(cfg: ImageNetPointConfig, out_dir: Path) -> ImageNetConfig:
@@ -136,11 +136,10 @@ def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
         return Path(cfg.ref)
     import hashlib
 
-    from manifold_lab.data.real_images import cache_dir
     from manifold_lab.evaluate.fid import prepare_ref
 
     key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
-    ref = cache_dir().parent / "fid_refs" / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
+    ref = io.cache_dir("fid_refs") / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
     if not ref.is_file():
         prepare_ref(tcfg.data_path, ref, image_size=tcfg.img_size, kind=cfg.feature_extractor,
                     weights=cfg.inception_weights or None, verbose=False)

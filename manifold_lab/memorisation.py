@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from manifold_lab import io
+from manifold_lab import io, seeds
 from manifold_lab.checks import ConfigError
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, sample_toy
 from manifold_lab.metrics.memorisation import memorisation_metrics
@@ -70,7 +70,7 @@ def measure_point(cfg: MemorisationConfig, out_dir: str | Path) -> dict[str, flo
         with np.load(out_dir / f"model_{tag}" / "samples.npz") as f:
             files[tag] = {name: f[name] for name in ("samples", "train", "reference")}
         runs[tag] = io.read_json(out_dir / f"model_{tag}" / "metrics.json")
-    g = torch.Generator().manual_seed(30_000 + cfg.seed)
+    g = seeds.generator(cfg.seed, "memorisation")
     manifold = sample_toy(cfg.dist, cfg.n_manifold, cfg.d, g).numpy()
     fresh = sample_toy(cfg.dist, cfg.n_samples, cfg.d, g).numpy()
     a, b = files["a"], files["b"]

@@ -7,7 +7,6 @@ import os
 import pickle
 import random
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides  # noqa: E402
+from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
 
-from manifold_lab.checks import ConfigError  # noqa: E402
-from manifold_lab.cli import main  # noqa: E402
-from manifold_lab.evaluate.generate import load_for_sampling, sample_noise  # noqa: E402
-from manifold_lab.nets import jit as jit_mod  # noqa: E402
-from manifold_lab.sample import guided_velocity, sample_ode  # noqa: E402
-from manifold_lab.train import checkpoint as ckpt_mod  # noqa: E402
-from manifold_lab.train import export as export_mod  # noqa: E402
-from manifold_lab.train import official  # noqa: E402
-from manifold_lab.train.build import build_model  # noqa: E402
-from manifold_lab.train.config import ImageNetConfig, load_config  # noqa: E402
-from manifold_lab.train.imagenet import read_log, train  # noqa: E402
+from manifold_lab.checks import ConfigError
+from manifold_lab.cli import main
+from manifold_lab.evaluate.generate import load_for_sampling, sample_noise
+from manifold_lab.nets import jit as jit_mod
+from manifold_lab.sample import guided_velocity, sample_ode
+from manifold_lab.train import checkpoint as ckpt_mod
+from manifold_lab.train import export as export_mod
+from manifold_lab.train import official
+from manifold_lab.train.build import build_model
+from manifold_lab.train.config import ImageNetConfig, load_config
+from manifold_lab.train.imagenet import read_log, train
 
 TINY = "JiT-T/4"   # a tiny paper-style model name registered for these tests (the official args name a model)
 

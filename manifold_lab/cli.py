@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from manifold_lab.checks import ConfigError
@@ -23,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-ref": ("manifold_lab.evaluate.fid", "build FID reference statistics from an image folder"),
     "prepare-data": ("manifold_lab.data.shards", "write an ImageFolder's ADM crops into memory-mappable uint8 shards"),
     "sweep": ("manifold_lab.evaluate.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
-    "export": ("manifold_lab.train.official", "convert a checkpoint to the official JiT layout or back"),
+    "export": ("manifold_lab.train.export", "convert a checkpoint to the official JiT layout or back"),
 }
 
 
@@ -42,6 +43,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if "matplotlib" not in sys.modules:          # a command line draws off-screen; a live kernel keeps its backend
+        os.environ.setdefault("MPLBACKEND", "Agg")
     command = argv[0] if argv and argv[0] in COMMANDS else None
     if command is None and argv and not argv[0].startswith("-"):
         print(f"error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)

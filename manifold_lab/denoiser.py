@@ -57,12 +57,9 @@ class Denoiser:
         drop = torch.rand(y.shape[0], device=y.device, generator=generator) < self.label_drop
         return torch.where(drop, torch.full_like(y, self.num_classes), y)
 
-    def loss_terms(self, net, x: torch.Tensor, y: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """One noising draw and the per-sample loss. x: (B, ...) clean data; y: (B,) labels or None.
-
-        Returns {"loss": (B,), "t": (B,)}.
-        """
+    def loss_per_sample(self, net, x: torch.Tensor, y: torch.Tensor | None = None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """One noising draw and the per-sample loss (B,). x: (B, ...) clean data; y: (B,) labels or None."""
         b = x.shape[0]
         t = self.t_sampler(b, device=x.device, generator=generator)
         eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) * self.noise_scale
@@ -70,11 +67,7 @@ class Denoiser:
         out = _call(net, z, t, self.drop_labels(y, generator))
         losses = param.loss(out, pred_type=self.pred, loss_space=self.loss, x=x, eps=eps, z=z, t=t,
                             t_eps=self.t_eps)
-        return {"loss": losses, "t": t}
-
-    def loss_per_sample(self, net, x, y=None, generator=None) -> torch.Tensor:
-        """Per-sample loss (B,) for clean x (B, ...) and optional labels y (B,)."""
-        return self.loss_terms(net, x, y, generator)["loss"]
+        return losses
 
     # ---- sampling ----------------------------------------------------------------------------
     def velocity(self, net, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

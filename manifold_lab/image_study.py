@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from manifold_lab import param
+from manifold_lab import param, seeds
 from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.data.imagefolder import to_uint8
 from manifold_lab.data.real_images import make_image_set
 from manifold_lab.denoiser import Denoiser
-from manifold_lab.device import PRECISIONS, autocast, check_device, generator, resolve_device
+from manifold_lab.device import PRECISIONS, autocast, check_device, resolve_device
 from manifold_lab.metrics.features import load_feature_net
 from manifold_lab.metrics.images import ImageMetric
 from manifold_lab.nets.jit import JiT
@@ -108,10 +108,10 @@ class ImageConfig:
 
 def make_net(cfg: ImageConfig) -> JiT:
     """An unconditional JiT without in-context tokens, initialised under cfg.seed."""
-    torch.manual_seed(cfg.seed)
-    return JiT(img_size=cfg.img_size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size, depth=cfg.depth,
-               num_heads=cfg.num_heads, num_classes=None, bottleneck_dim=cfg.bottleneck_dim or None, rope=cfg.rope,
-               qk_norm=cfg.qk_norm, in_context_len=0)
+    with seeds.init_rng(cfg.seed):
+        return JiT(img_size=cfg.img_size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size, depth=cfg.depth,
+                   num_heads=cfg.num_heads, num_classes=None, bottleneck_dim=cfg.bottleneck_dim or None,
+                   rope=cfg.rope, qk_norm=cfg.qk_norm, in_context_len=0)
 
 
 def run_image_point(cfg: ImageConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, float]:
@@ -131,7 +131,7 @@ def run_image_point(cfg: ImageConfig, out_dir: str | Path, *, progress: bool = F
     with torch.no_grad(), autocast(cfg.precision, device):
         samples = generate(den, result.eval_net, (cfg.n_samples, 3, cfg.img_size, cfg.img_size),
                            steps=cfg.sample_steps, solver=cfg.solver, device=device,
-                           generator=generator(device, cfg.seed + 1_000_003))
+                           generator=seeds.generator(cfg.seed, "sample", device))
     sample_s = time.perf_counter() - t0
     metrics = metric(samples) | feat_info | {
         "final_loss": float(result.curve.loss.tail(max(1, cfg.steps // 10)).mean()),

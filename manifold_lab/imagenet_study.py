@@ -32,7 +32,6 @@ from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train.config import ImageNetConfig, load_config
 
 
-
 @dataclass
 class ImageNetPointConfig:
     config: str = "jit_b16_in256"  # a YAML of configs/ (name or path): the paper's recipe of one model
@@ -140,11 +139,10 @@ def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
         return Path(cfg.ref)
     import hashlib
 
-    from manifold_lab.data.real_images import cache_dir
     from manifold_lab.evaluate.fid import prepare_ref
 
     key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
-    ref = cache_dir().parent / "fid_refs" / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
+    ref = io.cache_dir("fid_refs") / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
     if not ref.is_file():
         prepare_ref(tcfg.data_path, ref, image_size=tcfg.img_size, kind=cfg.feature_extractor,
                     weights=cfg.inception_weights or None, verbose=False)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from manifold_lab import io
+from manifold_lab import io, seeds
 from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.config import add_config_flags, config_from_values, overrides_from_args
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
@@ -121,7 +121,7 @@ def cloud_dimensions(cfg: IntrinsicConfig) -> pd.DataFrame:
 
 def jacobian_points(cfg: IntrinsicConfig, emb: ColumnOrthogonalEmbedding) -> tuple[torch.Tensor, torch.Tensor]:
     """Fresh x on the manifold (jac_points, D) and eps of the same shape, seeded apart from every other draw."""
-    g = torch.Generator().manual_seed(50_000 + cfg.seed)
+    g = seeds.generator(cfg.seed, "jacobian")
     x = emb.embed(sample_toy(cfg.dist, cfg.jac_points, cfg.d, g))
     return x, torch.randn(x.shape, generator=g)
 

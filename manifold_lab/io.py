@@ -102,3 +102,15 @@ def save_figure(path, fig, dpi: int = 130) -> Path:
     out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
     plt.close(fig)
     return out
+
+
+CACHE_KINDS = ("real_images", "features", "fid_refs")
+
+
+def cache_dir(kind: str) -> Path:
+    """The cache folder of one ``kind`` of prepared file (real_images, features, fid_refs):
+    ``$MANIFOLD_LAB_CACHE/<kind>``, default ``~/.cache/manifold_lab/<kind>``. Not created here."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"cache kind {kind!r} is not one of {', '.join(CACHE_KINDS)}")
+    root = os.environ.get("MANIFOLD_LAB_CACHE") or Path.home() / ".cache" / "manifold_lab"
+    return Path(root) / kind

@@ -36,4 +36,3 @@ TABLE4 = {
     ("JiT-B/16", "in_context"): (5.49, 4.37),
     ("JiT-L/16", "in_context"): (3.39, 2.79),
 }
-TABLE4_RUNGS = ("baseline", "rope_qknorm", "in_context")

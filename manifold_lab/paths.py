@@ -43,3 +43,14 @@ def configs_dir() -> Path:
 
 def studies_dir() -> Path:
     return project_root() / "studies"
+
+
+def results_dir() -> Path:
+    return project_root() / "results"
+
+
+def resolve_out_dir(out_dir: str | os.PathLike) -> Path:
+    """``out_dir`` as an absolute path: kept when absolute (``~`` expanded), else under the project root, so a
+    notebook run from ``notebooks/`` in JupyterLab writes where a study run does."""
+    path = Path(out_dir).expanduser()
+    return path if path.is_absolute() else project_root() / path

@@ -22,8 +22,8 @@ at lr 2e-3). The default lr 4e-3 was chosen over 2e-3 because eps-prediction at 
 Training data. ``n_train = 0`` (the default) draws a fresh batch from the distribution at every step (from
 the training generator, bit-identical to the runs made before the knob existed). ``n_train = N > 0`` trains
 on a fixed set of N points, drawn once on the CPU from its own generator seeded with
-``TRAIN_SET_SEED + data_seed`` (so the set does not depend on ``seed``, the device or the batch size) and
-**cycled**: the batches are consecutive slices of a stream of random permutations of the N points (one
+``seeds.seed_for(data_seed, "train_set")`` (so the set does not depend on ``seed``, the device or the batch
+size) and **cycled**: the batches are consecutive slices of a stream of random permutations of the N points (one
 permutation per epoch, drawn from the training generator), so every point is seen once per epoch. A batch
 larger than N spans several epochs (each point appears batch_size / N times, rounded up or down); the batch
 size is kept, so the optimiser sees the same batch size as a fresh-data run. Two sets with different
@@ -39,11 +39,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from manifold_lab import param
+from manifold_lab import io, param, seeds
 from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
 from manifold_lab.denoiser import Denoiser
-from manifold_lab.device import PRECISIONS, autocast, check_device, generator, resolve_device
+from manifold_lab.device import PRECISIONS, autocast, check_device, resolve_device
 from manifold_lab.metrics.manifold import toy_metrics
 from manifold_lab.nets.mlp import MLP
 from manifold_lab.runs.writer import finish_run
@@ -111,15 +111,12 @@ class ToyConfig:
                            precision=self.precision, device=self.device)
 
 
-TRAIN_SET_SEED = 2_000_003   # the fixed training set is drawn with TRAIN_SET_SEED + data_seed
-
-
 def draw_train_set(cfg: ToyConfig) -> torch.Tensor | None:
     """The fixed training set of ``cfg`` in d-dim coordinates: (n_train, d) float32 on the CPU, or None
     when ``cfg.n_train == 0`` (fresh data every step). Depends only on dist, d, n_train and data_seed."""
     if cfg.n_train == 0:
         return None
-    return sample_toy(cfg.dist, cfg.n_train, cfg.d, torch.Generator().manual_seed(TRAIN_SET_SEED + cfg.data_seed))
+    return sample_toy(cfg.dist, cfg.n_train, cfg.d, seeds.generator(cfg.data_seed, "train_set"))
 
 
 class CycledBatches:
@@ -163,8 +160,8 @@ def run_toy_model(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True)
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
     emb = ColumnOrthogonalEmbedding(cfg.D, cfg.d, seed=cfg.proj_seed)
-    torch.manual_seed(cfg.seed)
-    net = MLP(cfg.D, hidden_size=cfg.hidden_size, depth=cfg.depth)
+    with seeds.init_rng(cfg.seed):
+        net = MLP(cfg.D, hidden_size=cfg.hidden_size, depth=cfg.depth)
     den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_eps=cfg.t_eps,
                    t_sampler=TimeSampler(cfg.t_sampler, cfg.p_mean, cfg.p_std))
     train_set = draw_train_set(cfg)
@@ -179,9 +176,9 @@ def run_toy_model(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True)
     t0 = time.perf_counter()
     with autocast(cfg.precision, device):
         samples = generate(den, result.eval_net, (cfg.n_samples, cfg.D), steps=cfg.sample_steps, solver=cfg.solver,
-                           device=device, generator=generator(device, cfg.seed + 1_000_003))
+                           device=device, generator=seeds.generator(cfg.seed, "sample", device))
     sample_s = time.perf_counter() - t0
-    g_ref = torch.Generator().manual_seed(10_000 + cfg.seed)
+    g_ref = seeds.generator(cfg.seed, "reference")
     reference = sample_toy(cfg.dist, cfg.n_reference, cfg.d, g_ref)
     fresh = sample_toy(cfg.dist, cfg.n_samples, cfg.d, g_ref)
     metrics = toy_metrics(samples, emb, reference.to(device), fresh.to(device))

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-TINY_MODEL_ARGS = dict(patch_size=4, hidden_size=32, depth=2, num_heads=2, bottleneck_dim=8,
-                       in_context_len=4, in_context_start=1)
+from tiny_jit import TINY_MODEL_ARGS  # noqa: F401  (the tiny JiT, defined once; imported from here by the tests)
 
 
 def make_image_folder(root: Path, *, classes: int = 3, per_class: int = 4, size: tuple[int, int] = (24, 20),

@@ -7,7 +7,6 @@ import os
 import pickle
 import random
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +14,19 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides  # noqa: E402
+from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
 
-from manifold_lab.checks import ConfigError  # noqa: E402
-from manifold_lab.cli import main  # noqa: E402
-from manifold_lab.evaluate.generate import load_for_sampling, sample_noise  # noqa: E402
-from manifold_lab.nets import jit as jit_mod  # noqa: E402
-from manifold_lab.sample import guided_velocity, sample_ode  # noqa: E402
-from manifold_lab.train import checkpoint as ckpt_mod  # noqa: E402
-from manifold_lab.train import official  # noqa: E402
-from manifold_lab.train.build import build_model  # noqa: E402
-from manifold_lab.train.config import ImageNetConfig, load_config  # noqa: E402
-from manifold_lab.train.imagenet import read_log, train  # noqa: E402
+from manifold_lab.checks import ConfigError
+from manifold_lab.cli import main
+from manifold_lab.evaluate.generate import load_for_sampling, sample_noise
+from manifold_lab.nets import jit as jit_mod
+from manifold_lab.sample import guided_velocity, sample_ode
+from manifold_lab.train import checkpoint as ckpt_mod
+from manifold_lab.train import export as export_mod
+from manifold_lab.train import official
+from manifold_lab.train.build import build_model
+from manifold_lab.train.config import ImageNetConfig, load_config
+from manifold_lab.train.imagenet import read_log, train
 
 TINY = "JiT-T/4"   # a tiny paper-style model name registered for these tests (the official args name a model)
 
@@ -295,7 +294,7 @@ def test_resume_falls_back_past_a_damaged_last_checkpoint(run, tmp_path, capsys)
 
 def test_init_from_official_starts_a_new_run(run, tmp_path, capsys):
     off = tmp_path / "off.pth"
-    official.export(str(run["root"] / "run"), "official", str(off))
+    export_mod.export(str(run["root"] / "run"), "official", str(off))
     source, _ = ckpt_mod.load_checkpoint(off)
     from manifold_lab.train import distributed as dist_mod
     from manifold_lab.train.imagenet import ImageNetRun
@@ -349,3 +348,13 @@ def test_prepare_ref_output_reads_like_the_official_stats(run, tmp_path):
     np.savez(tmp_path / "bad.npz", mu=np.zeros(3), sigma=np.zeros((2, 2)))
     with pytest.raises(ConfigError, match="need a finite mu"):
         fid_mod.load_ref_stats(tmp_path / "bad.npz")
+
+
+def test_ema_index_is_the_one_emaN_parser():
+    assert [ckpt_mod.ema_index(w) for w in ("ema1", "ema2", "ema12", "model", "0.9999", "ema", "emax")] == \
+        [1, 2, 12, None, None, None, None]
+    state = {"model": {"w": torch.zeros(1)}, "ema": {"0.9": {"w": torch.ones(1)}, "0.5": {"w": torch.full((1,), 2.0)}}}
+    assert ckpt_mod.weights_from_checkpoint(state, "ema2")["w"].item() == 2.0
+    assert ckpt_mod.weights_from_checkpoint(state, "0.9")["w"].item() == 1.0
+    with pytest.raises(ConfigError, match="'ema3' does not exist"):
+        ckpt_mod.weights_from_checkpoint(state, "ema3")

@@ -1,18 +1,14 @@
 """ImageFolder, the ADM centre crop, the resumable sampler and the data error cases."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import make_image_folder, tiny_overrides  # noqa: E402
+from imagenet_helpers import make_image_folder, tiny_overrides
 
-from manifold_lab.data.imagefolder import (BadImageError, ImageFolderDataset, ResumableDistributedSampler,  # noqa: E402
+from manifold_lab.data.imagefolder import (BadImageError, ImageFolderDataset, ResumableDistributedSampler,
                                            center_crop_arr, collate_skip_none, random_flip, to_model_range,
                                            to_uint8)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import make_image_folder  # noqa: E402
+from imagenet_helpers import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

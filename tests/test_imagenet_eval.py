@@ -1,7 +1,6 @@
 """Sampling, FID/IS and the CFG x EMA sweep end to end, with a seeded stand-in for Inception."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,15 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import make_image_folder, tiny_overrides  # noqa: E402
+from imagenet_helpers import make_image_folder, tiny_overrides
 
-from manifold_lab.data.imagefolder import load_image  # noqa: E402
-from manifold_lab.evaluate import fid as fid_mod  # noqa: E402
-from manifold_lab.evaluate.generate import (class_balanced_labels, generate_samples,  # noqa: E402
+from manifold_lab.data.imagefolder import load_image
+from manifold_lab.evaluate import fid as fid_mod
+from manifold_lab.evaluate.generate import (class_balanced_labels, generate_samples,
                                             load_for_sampling, rank_range)
-from manifold_lab.train.config import load_config  # noqa: E402
-from manifold_lab.train.imagenet import train  # noqa: E402
+from manifold_lab.train.config import load_config
+from manifold_lab.train.imagenet import train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,17 +4,15 @@ FIDs), a CFG x EMA search and a final evaluation. One point goes through torchru
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import make_image_folder  # noqa: E402
+from imagenet_helpers import make_image_folder
 
-from manifold_lab.cli import main  # noqa: E402
-from manifold_lab.studies.spec import load_study  # noqa: E402
+from manifold_lab.cli import main
+from manifold_lab.studies.spec import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RUNG = "{config: jit_tiny_cpu, model_args: {bottleneck_dim: 8, rope: true, qk_norm: true, in_context_len: 4}}"

@@ -1,21 +1,21 @@
 """The full-scale trainer on the CPU: config handling, a tiny run, checkpoints and bit-exact resume."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides  # noqa: E402
+from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
 
-from manifold_lab.checks import ConfigError  # noqa: E402
-from manifold_lab.train import checkpoint as ckpt_mod  # noqa: E402
-from manifold_lab.train.config import load_config  # noqa: E402
-from manifold_lab.train.build import build_model  # noqa: E402
-from manifold_lab.train.core import LRSchedule  # noqa: E402
-from manifold_lab.train.imagenet import read_log, train  # noqa: E402
+from manifold_lab.checks import ConfigError
+from manifold_lab.train import checkpoint as ckpt_mod
+from manifold_lab.train.config import load_config
+from manifold_lab.train.build import build_model
+from manifold_lab.train.core import LRSchedule
+from manifold_lab.train.imagenet import read_log, train
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PARAMS_M = {"JiT-B/16": 131.12, "JiT-B/32": 133.19, "JiT-B/64": 141.46, "JiT-L/16": 458.88,
@@ -191,8 +191,7 @@ def test_killed_process_resumes_bit_identically(data, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "manifold_lab", "train", "--config", str(ROOT / "configs/jit_tiny_cpu.yaml"),
            "--data-path", str(data), "--output-dir", str(out), "--epochs", "200", "--max-steps", "40",
-           "--save-every-steps", "1", "--model-args", '{"patch_size": 4, "hidden_size": 32, "depth": 2, '
-           '"num_heads": 2, "bottleneck_dim": 8, "in_context_len": 4, "in_context_start": 1, "proj_drop": 0.2}',
+           "--save-every-steps", "1", "--model-args", json.dumps(dict(TINY_MODEL_ARGS, proj_drop=0.2)),
            "--blr", "0.01", "--ema-decays", "[0.9, 0.5]", "--threads", "1"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -10,6 +10,7 @@ from manifold_lab.nets.jit import JiT, JiT_models, build_jit
 from manifold_lab.nets.layers import attention_math, sincos_pos_embed_2d
 from manifold_lab.nets.macs import count_macs, count_params
 from manifold_lab.nets.rope import apply_rope, rope_tables
+from tiny_jit import TINY_JIT
 
 # paper (Table 5/6 text, reference §1.1): trainable params in M and "Gflops" (= MACs) per image
 PAPER = {
@@ -19,8 +20,7 @@ PAPER = {
     "JiT-G/16": (2007.1, 383), "JiT-G/32": (2011.6, 384),
 }
 # a tiny conditional JiT with every feature on: 16 tokens of width 32, 4 in-context tokens from block 1
-TINY = dict(img_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=4,
-            bottleneck_dim=8, in_context_len=4, in_context_start=1)
+TINY = TINY_JIT
 
 
 def tiny(**kw) -> JiT:

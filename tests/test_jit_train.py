@@ -11,10 +11,10 @@ from manifold_lab.nets.jit import JiT
 from manifold_lab.param import TARGETS
 from manifold_lab.sample import generate, guided_velocity
 from manifold_lab.train.loop import TrainConfig, train
+from tiny_jit import TINY_JIT
 
-NUM_CLASSES = 4
-TINY = dict(img_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=2, num_heads=2,
-            num_classes=NUM_CLASSES, bottleneck_dim=8, in_context_len=4, in_context_start=1)
+TINY = TINY_JIT
+NUM_CLASSES = TINY["num_classes"]
 
 
 def tiny_images() -> tuple[torch.Tensor, torch.Tensor]:

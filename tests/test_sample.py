@@ -9,17 +9,6 @@ from manifold_lab.sample import generate, guided_velocity, sample_ode
 from manifold_lab.schedule import TimeSampler
 
 
-class OracleX(torch.nn.Module):
-    """Knows the data is the single point c: outputs x = c whatever z, t."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.c = c
-
-    def forward(self, z, t, y=None):
-        return self.c.expand_as(z)
-
-
 @pytest.mark.parametrize("solver", ["heun", "euler"])
 @pytest.mark.parametrize("pred", ["x", "eps", "v"])
 def test_sampler_reaches_point_mass(solver, pred):

@@ -6,20 +6,18 @@ The trainer tests need ``ImageNetRun._setup_data`` to build its dataset with ``o
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides  # noqa: E402
+from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
 
-from manifold_lab.checks import ConfigError  # noqa: E402
-from manifold_lab.data import shards  # noqa: E402
-from manifold_lab.data.imagefolder import BadImageError, ImageFolderDataset  # noqa: E402
-from manifold_lab.data.shards import ShardDataset, open_dataset, prepare_data  # noqa: E402
+from manifold_lab.checks import ConfigError
+from manifold_lab.data import shards
+from manifold_lab.data.imagefolder import BadImageError, ImageFolderDataset
+from manifold_lab.data.shards import ShardDataset, open_dataset, prepare_data
 
 
 @pytest.fixture(scope="module")

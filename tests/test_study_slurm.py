@@ -6,18 +6,16 @@ The points run the tiny notebook of tests/test_study_backends.py, which logs eve
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from slurm_cluster import local_slurm, slurm_available  # noqa: E402
-from test_study_backends import executions, make_study, study  # noqa: E402
+from slurm_cluster import local_slurm, slurm_available
+from test_study_backends import executions, make_study, study
 
-from manifold_lab.studies import claims  # noqa: E402
+from manifold_lab.studies import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 SLURM = ["--backend", "slurm", "--set", "resources.timeout_min=10", "--set", "resources.mem_gb=0.5"]

@@ -1,4 +1,6 @@
 """The toy command-line contract, the trainer's repeatability, and a short run that learns."""
+import argparse
+import dataclasses
 import json
 import subprocess
 from contextlib import nullcontext as _nullcontext
@@ -9,7 +11,8 @@ import pytest
 import torch
 
 from manifold_lab.checks import ConfigError
-from manifold_lab.cli import main
+from manifold_lab.cli import build_parser, main
+from manifold_lab.config import field_default, flag
 from manifold_lab.denoiser import Denoiser
 from manifold_lab.nets.mlp import MLP
 from manifold_lab.toy import ToyConfig
@@ -36,14 +39,30 @@ def test_toy_cli_writes_the_contract(tmp_path):
     assert (out / "curve.csv").read_text().startswith("step,loss,lr")
 
 
-def test_toy_help_documents_every_flag():
-    r = cli("toy", "--help")
-    assert r.returncode == 0
-    text = " ".join(r.stdout.split())
-    for flag in ("--dist", "--d ", "--D ", "--pred", "--loss", "--steps", "--seed", "--out", "--hidden-size", "--solver",
-                 "--device", "--precision", "--n-reference", "--warmup-steps", "--lr-schedule"):
-        assert flag in r.stdout
-    assert "(default: spiral)" in text and "(default: 512)" in text and "swiss_roll" in text
+def _toy_parser():
+    parser = build_parser("toy")
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["toy"]
+
+
+def test_toy_parser_has_a_flag_per_config_field_with_its_default():
+    """The parser itself, not its help text: one flag per ToyConfig field, its help stating the field's real
+    default, and the run flags; nothing else but -h and the refusals of old spellings."""
+    toy = _toy_parser()
+    by_flag = {o: a for a in toy._actions for o in a.option_strings}
+    fields = {flag(f.name): f for f in dataclasses.fields(ToyConfig)}
+    for name, f in fields.items():
+        action = by_flag.get(name)
+        assert action is not None, f"no flag {name} for ToyConfig.{f.name}"
+        assert action.dest == f"cfg_{f.name}" and action.default is None, name
+        assert action.help.endswith(f"(default: {field_default(f)!r})".replace("%", "%%")) or \
+            action.help.endswith(f"(default: {field_default(f)})"), (name, action.help)
+    assert by_flag["--out"].required and by_flag["--threads"].default == 0
+    assert isinstance(by_flag["--no-progress"], argparse._StoreTrueAction)
+    others = {o for o in by_flag if o not in fields} - {"-h", "--help", "--out", "--threads", "--no-progress"}
+    assert all(by_flag[o].dest.startswith("_renamed_") for o in others), others
+    args = toy.parse_args(["--D", "16", "--dist", "spiral", "--out", "x"])
+    assert (args.cfg_D, args.cfg_dist, args.cfg_pred, args.out) == ("16", "spiral", None, "x")
 
 
 @pytest.mark.parametrize("args,msg", [

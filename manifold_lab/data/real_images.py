@@ -21,7 +21,6 @@ to float32 in [-1, 1], the range the denoiser's unit-variance noise is mixed wit
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch
 
 from manifold_lab.checks import ConfigError, check_positive
 from manifold_lab.data.imagefolder import list_images, load_image, to_model_range
-from manifold_lab.io import save_npz
+from manifold_lab.io import cache_dir as io_cache_dir, save_npz
 
 # name -> (file inside skimage/data, licence note as scikit-image states it)
 PHOTOS: dict[str, tuple[str, str]] = {
@@ -46,8 +45,7 @@ CROP_VERSION = 1  # bump when the crop recipe changes, so old caches are not reu
 
 def cache_dir() -> Path:
     """Where prepared sets live: $MANIFOLD_LAB_CACHE/real_images, default ~/.cache/manifold_lab/real_images."""
-    root = os.environ.get("MANIFOLD_LAB_CACHE") or Path.home() / ".cache" / "manifold_lab"
-    return Path(root) / "real_images"
+    return io_cache_dir("real_images")
 
 
 def load_photos(names=None) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from manifold_lab import seeds
 from manifold_lab.config import add_renamed_flags
 from manifold_lab.data.imagefolder import to_uint8
 from manifold_lab.device import PRECISIONS, autocast
@@ -42,7 +43,7 @@ def sample_noise(indices, shape, noise_scale: float, seed: int) -> torch.Tensor:
     """One N(0, noise_scale^2) draw of ``shape`` per sample index, each from its own seeded generator."""
     out = torch.empty((len(indices), *shape))
     for j, i in enumerate(indices):
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(i))
+        g = seeds.generator(seed, "sample", index=i)
         out[j] = torch.randn(shape, generator=g) * noise_scale
     return out
 

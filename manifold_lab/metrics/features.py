@@ -7,7 +7,7 @@ The features are the 64 global-average-pooled channels of the last conv block (r
 same net serves 8 px and 32 px images).
 
 Trained once per (training images, steps, seed) under a fixed seed and cached as a state dict under
-``$MANIFOLD_LAB_CACHE/features`` (see :func:`manifold_lab.data.real_images.cache_dir`).
+``$MANIFOLD_LAB_CACHE/features`` (see :func:`manifold_lab.io.cache_dir`).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from manifold_lab.data.imagefolder import to_model_range
-from manifold_lab.data.real_images import ImageSet, cache_dir
-from manifold_lab.io import save_torch
+from manifold_lab.data.real_images import ImageSet
+from manifold_lab.io import cache_dir, save_torch
 
 FEATURE_DIM = 64
 FEATURE_VERSION = 1   # bump when the net or its training changes, so old caches are not reused
@@ -78,7 +78,7 @@ def load_feature_net(images: ImageSet, *, steps: int = 1500, seed: int = 0) -> t
 
     Returns (net, info) with info = {"feat_net_acc": rotation accuracy at the end of training}.
     """
-    path = cache_dir().parent / "features" / (
+    path = cache_dir("features") / (
         f"rotnet-v{FEATURE_VERSION}-{images.fingerprint()}-px{images.img_size}-steps{steps}-seed{seed}.pt")
     net = RotationNet()
     if path.is_file():

@@ -1,7 +1,7 @@
 """Intrinsic-dimension diagnostics: how many dimensions a point cloud, or a denoiser, really uses.
 
 Point-cloud estimators (all on X of shape (n, D), torch or numpy, computed in float64; the k nearest
-neighbours come from :func:`knn`, squared distances by chunked matrix products, then the distances to the
+neighbours come from :func:`manifold_lab.metrics.knn.knn`, squared distances by chunked matrix products, then the distances to the
 chosen neighbours recomputed exactly as |x_i - x_j|, so duplicate points have distance exactly 0):
 
 - ``twonn`` (Facco, d'Errico, Rodriguez & Laio 2017, Sci. Rep. 7:12140). With r1 <= r2 the distances of a
@@ -49,64 +49,15 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-import numpy as np
 import torch
 
 from manifold_lab import param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
+from manifold_lab.metrics.knn import as_cloud, knn, unique_points
 
 ESTIMATORS: tuple[str, ...] = ("twonn", "mle", "pca")
 CLOUDS: tuple[str, ...] = ("x", "eps", "v", "z")
-_CHUNK_BYTES = 64 * 2 ** 20  # working memory of one chunk of the neighbour search
-
-
-# ---- nearest neighbours ---------------------------------------------------------------------------------
-def as_cloud(X, min_points: int = 3) -> torch.Tensor:
-    """X (n, D) as a float64 torch tensor on its device; raises ConfigError unless 2-D, finite, n >= min_points."""
-    X = torch.from_numpy(np.asarray(X)) if not isinstance(X, torch.Tensor) else X
-    X = X.detach().to(torch.float64)
-    if X.ndim != 2:
-        raise ConfigError(f"a point cloud must be 2-D (n, D), got shape {tuple(X.shape)}")
-    if len(X) < min_points:
-        raise ConfigError(f"a point cloud needs at least {min_points} points here, got {len(X)}")
-    if not torch.isfinite(X).all():
-        raise ConfigError("the point cloud holds NaN or infinite values")
-    return X
-
-
-def unique_points(X) -> torch.Tensor:
-    """X (n, D) without repeated rows: (m, D) float64, m <= n (exact copies only; row order not kept)."""
-    return torch.unique(as_cloud(X, min_points=1), dim=0)
-
-
-def knn(X, k: int, queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k nearest neighbours of each query point among the rows of X, the point itself excluded.
-
-    X: (n, D); queries: (q,) row indices of X (default: all n rows). Returns (dist, idx), both (q, k),
-    sorted by distance, dist float64 recomputed exactly as |x_i - x_j| (duplicates give exactly 0).
-    """
-    X = as_cloud(X, min_points=2)
-    n, D = X.shape
-    if not (isinstance(k, int) and 1 <= k < n):
-        raise ConfigError(f"k must be an integer in [1, n-1] = [1, {n - 1}], got {k!r}")
-    queries = torch.arange(n, device=X.device) if queries is None else queries.to(X.device)
-    sq = (X * X).sum(1)
-    step = max(1, _CHUNK_BYTES // (8 * n))
-    idx = []
-    for s in range(0, len(queries), step):
-        q = queries[s:s + step]
-        d2 = sq[q, None] + sq[None, :] - 2 * X[q] @ X.T
-        d2[torch.arange(len(q), device=X.device), q] = math.inf  # never the point itself
-        idx.append(d2.topk(k, dim=1, largest=False).indices)
-    idx = torch.cat(idx)
-    step = max(1, _CHUNK_BYTES // (8 * k * D))
-    dist = torch.cat([(X[queries[s:s + step], None, :] - X[idx[s:s + step]]).norm(dim=2)
-                      for s in range(0, len(queries), step)])
-    dist, order = dist.sort(dim=1)
-    return dist, idx.gather(1, order)
-
-
 # ---- estimators ---------------------------------------------------------------------------------------
 def twonn_from_distances(r: torch.Tensor, discard: float = 0.1) -> float:
     """TwoNN from r (n, >=2) sorted neighbour distances (columns 0, 1 = r1, r2); see the module docstring."""

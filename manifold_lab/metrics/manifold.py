@@ -18,11 +18,7 @@ import math
 import torch
 
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding
-
-
-def _min_dist(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """For each row of a (n, d), the distance to the nearest row of b (m, d): (n,)."""
-    return torch.cat([torch.cdist(a[i:i + chunk], b).min(1).values for i in range(0, len(a), chunk)])
+from manifold_lab.metrics.knn import nearest
 
 
 def _mean_pdist(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048) -> float:
@@ -48,8 +44,8 @@ def toy_metrics(samples: torch.Tensor, embedding: ColumnOrthogonalEmbedding, ref
     ref = reference.double()
     return {
         "energy_distance": energy_distance(x_d[: len(fresh)], fresh),
-        "nn_dist": _min_dist(x_d, ref).mean().item(),
-        "nn_dist_ref": _min_dist(ref[: len(x_d)], x_d).mean().item(),
+        "nn_dist": nearest(ref, x_d).mean().item(),
+        "nn_dist_ref": nearest(x_d, ref[: len(x_d)]).mean().item(),
         "off_manifold": (embedding.off_manifold(samples) / math.sqrt(embedding.D)).mean().item(),
         "nonfinite_frac": 0.0,
     }

@@ -7,17 +7,25 @@ under bf16 autocast, with the numerically sensitive parts (norms, attention logi
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from manifold_lab.checks import check_choice
-from manifold_lab.nets.mlp import timestep_features
 from manifold_lab.nets.rope import apply_rope
 
 ATTN_IMPLS = ("sdpa", "math")
 MLP_KINDS = ("swiglu", "gelu")
+
+
+def timestep_features(t: torch.Tensor, dim: int = 64, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of t: (B,) -> (B, dim), laid out [cos | sin], periods up to ``max_period``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
 class RMSNorm(nn.Module):
@@ -238,6 +246,6 @@ def zero_(module: nn.Module) -> None:
         nn.init.zeros_(p)
 
 
-__all__ = ["RMSNorm", "SwiGLU", "GeluMLP", "Attention", "attention_math", "TimestepEmbedder",
+__all__ = ["timestep_features", "RMSNorm", "SwiGLU", "GeluMLP", "Attention", "attention_math", "TimestepEmbedder",
            "LabelEmbedder", "BottleneckPatchEmbed", "sincos_pos_embed_2d", "modulate", "make_norm",
            "swiglu_hidden", "init_linear_", "zero_"]

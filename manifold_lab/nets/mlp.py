@@ -1,20 +1,11 @@
 """The toy denoiser: a ReLU MLP on (B, D) vectors (the paper's Fig. 2 generator: 5 layers, 256 hidden units)."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from manifold_lab.checks import check_positive
-
-
-def timestep_features(t: torch.Tensor, dim: int = 64, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of t: (B,) -> (B, dim), laid out [cos | sin], periods up to ``max_period``."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+from manifold_lab.nets.layers import timestep_features
 
 
 class MLP(nn.Module):

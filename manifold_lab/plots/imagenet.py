@@ -10,17 +10,14 @@ import json
 import re
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from manifold_lab import paper  # noqa: E402
-from manifold_lab.plots import register  # noqa: E402
-from manifold_lab.plots.toy import PRED_COLORS, PRED_ORDER  # noqa: E402
+from manifold_lab import paper
+from manifold_lab.plots import register
+from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER, theme
 
 
 def _runs(summary: pd.DataFrame) -> pd.DataFrame:
@@ -42,9 +39,9 @@ def _resolution(config: str) -> int:
 
 
 @register("imagenet_pred_loss")
+@theme("white")
 def fig_imagenet_pred_loss(summary: pd.DataFrame, study_dir: Path):
     """Table 2: one heatmap per resolution, rows loss space, columns target; 'ours / paper' in each cell."""
-    sns.set_theme(style="white", font_scale=0.9)
     runs = _runs(summary)
     runs["img"] = runs["config"].map(_resolution)
     sizes = sorted(runs["img"].unique(), reverse=True) or [256]
@@ -74,9 +71,9 @@ def _beside_paper(ax, theirs: dict, ours: pd.Series, color, label: str, ours_lab
 
 
 @register("imagenet_noise_shift")
+@theme("whitegrid")
 def fig_imagenet_noise_shift(summary: pd.DataFrame, study_dir: Path):
     """Table 3: FID against the noise shift p_mean, one colour per target; ours solid, the paper dashed."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = _runs(summary)
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for pred in PRED_ORDER:
@@ -91,9 +88,9 @@ def fig_imagenet_noise_shift(summary: pd.DataFrame, study_dir: Path):
 
 
 @register("imagenet_bottleneck")
+@theme("whitegrid")
 def fig_imagenet_bottleneck(summary: pd.DataFrame, study_dir: Path):
     """Fig. 4: FID against the bottleneck d' (no bottleneck drawn at 768, the patch dimension)."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = _runs(summary)
     runs["d"] = runs["model_args"].map(lambda a: a.get("bottleneck_dim") or 768)
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
@@ -115,9 +112,9 @@ def _rung(row) -> tuple[str, str]:
 
 
 @register("imagenet_ablation")
+@theme("whitegrid")
 def fig_imagenet_ablation(summary: pd.DataFrame, study_dir: Path):
     """Table 4: one pair of bars per rung of the ladder, ours beside the paper's (with the CFG interval)."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = _runs(summary)
     ours = {_rung(r): r["fid"] for _, r in runs.iterrows()}
     keys = list(paper.TABLE4)

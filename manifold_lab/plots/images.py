@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from manifold_lab import io  # noqa: E402
-from manifold_lab.plots import finish_grid, register  # noqa: E402
-from manifold_lab.plots.toy import PRED_COLORS, PRED_ORDER  # noqa: E402
+from manifold_lab import io
+from manifold_lab.plots import finish_grid, register
+from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER, theme
 
 METRICS = ("fd_feat", "fd_pix")
 METRIC_LABELS = {"fd_feat": "Fréchet distance, rotation-net features", "fd_pix": "Fréchet distance, pixel PCA-64"}
@@ -70,10 +67,10 @@ def _label(row, keys) -> str:
     return ", ".join(f"{k}={row[k]}" for k in keys) or "all runs"
 
 
+@theme("whitegrid")
 def _metric_vs(summary: pd.DataFrame, x: str, *, logx: bool = True, title: str = "", vline: str | None = None,
                xlabel: str | None = None):
     """Rows: one per extra varying parameter value (e.g. loss space); columns: the two metrics."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = _wide(summary)
     # a parameter tied to x (one value per x, e.g. a per-patch step budget) does not split the panels
     facets = [c for c in _facets(runs, _params(summary), exclude=(x,)) if runs.groupby(x)[c].nunique().max() > 1]
@@ -156,11 +153,11 @@ def fig_image_vs_mu(summary: pd.DataFrame, study_dir: Path):
 
 
 @register("image_curves")
+@theme("whitegrid")
 def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
     """Training loss curves (running mean over ``smooth`` steps), one panel per setting, one colour per target."""
     from manifold_lab.runs.files import run_file
 
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     runs = summary.drop_duplicates("run_id")
     facets = _facets(runs, _params(summary))
     groups = list(runs.groupby(facets, sort=True)) if facets else [((), runs)]

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+from matplotlib.ticker import LogLocator, ScalarFormatter
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import LogLocator, ScalarFormatter  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from manifold_lab.plots import finish_grid, register  # noqa: E402
-from manifold_lab.plots.toy import PRED_COLORS, PRED_ORDER  # noqa: E402
+from manifold_lab.plots import finish_grid, register
+from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER
 
 EST_STYLE = {"twonn": "o-", "mle": "s--", "pca": "^:"}
 QUANTITY_COLORS = {"x": "#1b7837", "eps": "#c51b7d", "v": "#2166ac"}

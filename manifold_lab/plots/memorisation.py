@@ -3,15 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from manifold_lab.plots import register  # noqa: E402
-from manifold_lab.plots.toy import PRED_COLORS, PRED_ORDER  # noqa: E402
+from manifold_lab.plots import register
+from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER
 
 PANELS = (("paired_dist_rel", "paired distance of the two models'\nsamples / data pair distance", True),
           ("copy_share", "share of samples copying a training point\n(dots: in the subspace; dashed: the null)", False),

@@ -15,16 +15,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from manifold_lab import io  # noqa: E402
-from manifold_lab.plots import register  # noqa: E402
-from manifold_lab.plots.toy import PRED_COLORS, PRED_ORDER  # noqa: E402
+from manifold_lab import io
+from manifold_lab.plots import register
+from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER
 
 FACTOR = 3.0
 METRIC = "nn_dist"

@@ -1,10 +1,7 @@
 """The figure of the CFG x EMA sweep (``python -m manifold_lab sweep``): FID and IS against the CFG scale."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot_sweep(df):

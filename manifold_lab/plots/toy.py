@@ -3,18 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from manifold_lab.plots import register  # noqa: E402
-
-PRED_ORDER = ["x", "eps", "v"]
-PRED_COLORS = {"x": "#1b7837", "eps": "#c51b7d", "v": "#2166ac"}
+from manifold_lab.plots import register
+from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER, theme
 
 
 def _scatter(ax, pts, ref, lim, color="k"):
@@ -79,9 +74,9 @@ def fig_toy_grid(summary: pd.DataFrame, study_dir: Path):
     return fig
 
 
+@theme("whitegrid")
 def _metric_vs(summary: pd.DataFrame, x: str, metrics=("nn_dist", "off_manifold", "energy_distance"),
                hue: str = "pred"):
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     df = summary[summary["metric"].isin(metrics)].copy()
     df["value"] = df["value"].astype(float).clip(lower=1e-5, upper=1e6)  # D = d gives exact zeros
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)

@@ -152,8 +152,10 @@ def _bar(spec: StudySpec, total: int, initial: int):
 
 @contextlib.contextmanager
 def _one_thread_per_worker(on: bool):
-    """With several local workers, each papermill kernel uses one torch thread (they inherit the variables)."""
-    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    """With several local workers, each papermill kernel uses one torch thread (they inherit the variables);
+    every kernel draws off-screen (MPLBACKEND=Agg; ipykernel would pick the inline backend)."""
+    saved = {k: os.environ.get(k) for k in (*_THREAD_VARS, "MPLBACKEND")}
+    os.environ["MPLBACKEND"] = "Agg"
     if on:
         os.environ.update({k: "1" for k in _THREAD_VARS})
     try:

@@ -1,64 +1,34 @@
-"""Checkpoints that lose nothing, are read safely, and say what is wrong with a damaged file.
+"""Our checkpoint layout, loading (ours or the official JiT layout), resume, and the choice of weights.
 
 Our layout (``save_checkpoint``): ``model`` (the raw net's state dict, no ``module.``/``_orig_mod.``
 prefixes), ``ema`` ({decay as str: state dict}, in config order), ``optimizer``, ``step`` (optimiser steps
 done), ``epoch`` and ``step_in_epoch`` (the data position), ``rng`` (one entry per rank: the training
 generator, torch CPU / CUDA, numpy and python states, all as tensors, numbers and strings) and ``config``
 (the resolved config dict). The official JiT layout (LTH14/JiT ``save_model``) is read too and converted to
-ours on load (:mod:`manifold_lab.train.official`).
-
-Safe loading: every file goes through :func:`read_checkpoint_file`: ``torch.load(weights_only=True)``
-with exactly one extra global allowed (``argparse.Namespace``, the official ``args``). Before unpickling,
-the bytes are checked: our files carry a SHA-256 of their content in the zip comment (any changed or
-missing byte is caught); other zip files have every member's CRC-32 checked. Whatever is wrong becomes one
-:class:`CheckpointError` line naming the file and the reason.
+ours on load (:mod:`manifold_lab.train.official`). Reading and writing the bytes safely is
+:mod:`manifold_lab.train.ckpt_file`'s job; its names are importable from here too.
 
 ``--resume`` takes a file, or a folder: its ``checkpoint-last.pth``, else (damaged or missing) the newest
 ``checkpoint-NNNN.pth`` that reads cleanly, with a warning naming each bad file (:func:`load_for_resume`).
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import random
-import re
-import struct
-import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from manifold_lab.checks import ConfigError
-from manifold_lab.io import atomic_write
+from manifold_lab.train import official
+from manifold_lab.train.ckpt_file import (LAST, CheckpointError, read_checkpoint_file, resolve_checkpoint,
+                                          write_checkpoint_file)
 
-LAST = "checkpoint-last.pth"
-SAFE_GLOBALS = (argparse.Namespace,)             # the only non-weights type a checkpoint may hold
+__all__ = ["LAST", "OUR_KEYS", "CheckpointError", "describe", "ema_index", "load_checkpoint", "load_for_resume",
+           "load_weights", "read_checkpoint_file", "resolve_checkpoint", "rng_state", "save_checkpoint",
+           "set_rng_state", "weights_from_checkpoint", "write_checkpoint_file"]
+
 OUR_KEYS = ("model", "ema", "optimizer", "step", "epoch", "step_in_epoch", "rng", "config")
-_EOCD = b"PK\x05\x06"                             # zip end-of-central-directory record (22 bytes + comment)
-_SEAL = b"manifold_lab-sha256:"
-_SEAL_LEN = len(_SEAL) + 64
-_CHUNK = 1 << 24
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint cannot be used: damaged, unsafe, or not a JiT checkpoint. One line: the file and why."""
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A file as it is; a folder -> its checkpoint-last.pth. Raises FileNotFoundError saying what is missing."""
-    p = Path(path)
-    if p.is_dir():
-        f = p / LAST
-        if not f.is_file():
-            found = sorted(x.name for x in p.glob("checkpoint-*.pth"))
-            hint = f"; it holds {', '.join(found)} (pass one of them as a file)" if found else ""
-            raise FileNotFoundError(f"no {LAST} in folder {p}{hint}")
-        return f
-    if p.is_file():
-        return p
-    raise FileNotFoundError(f"checkpoint {p} not found (pass a checkpoint file or a folder holding {LAST})")
 
 
 # ---- random states as weights_only-safe values ------------------------------------------------------------
@@ -90,120 +60,6 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(int(w) for w in p["state"].tolist()), p["gauss_next"]))
 
-
-# ---- the file: sealed writes, integrity checks, safe reads ------------------------------------------------
-def _sha256(f: Path, n: int) -> str:
-    """SHA-256 of the first ``n`` bytes of ``f`` followed by two zero bytes: the file as torch wrote it,
-    whose zip end record ends in a zero comment length (the seal replaces those two bytes)."""
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        while n > 0:
-            block = fh.read(min(_CHUNK, n))
-            if not block:
-                break
-            h.update(block)
-            n -= len(block)
-    h.update(b"\0\0")
-    return h.hexdigest()
-
-
-class _HashingFile:
-    """A write-only file that hashes what passes through it (torch.save writes sequentially)."""
-
-    def __init__(self, fh):
-        self.fh, self.sha, self.tail = fh, hashlib.sha256(), b""
-
-    def write(self, data) -> int:
-        self.sha.update(data)
-        self.tail = (self.tail + bytes(memoryview(data)[-22:]))[-22:]
-        return self.fh.write(data)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-
-def write_checkpoint_file(path: str | Path, obj: dict) -> Path:
-    """torch.save ``obj`` atomically (a temp file, then rename) and sealed: the SHA-256 of the bytes torch
-    wrote goes into the zip comment of its end record, so :func:`check_integrity` catches any changed byte."""
-    def write(tmp):
-        with open(tmp, "wb") as fh:
-            out = _HashingFile(fh)
-            torch.save(obj, out)
-            if out.tail[:4] != _EOCD or out.tail[20:] != b"\0\0":
-                raise RuntimeError(f"torch.save wrote {tmp} without a plain zip end record; cannot seal it")
-            comment = _SEAL + out.sha.hexdigest().encode()
-            fh.seek(-2, 2)
-            fh.write(struct.pack("<H", len(comment)) + comment)
-    return atomic_write(path, write)
-
-
-def check_integrity(f: Path) -> str:
-    """"sealed" (our SHA-256 matches) or "crc" (an unsealed zip: every member's CRC-32 matches) or "legacy"
-    (not a zip; torch's pre-1.6 format, left to the safe unpickler). Raises CheckpointError otherwise."""
-    size = f.stat().st_size
-    with open(f, "rb") as fh:
-        head = fh.read(4)
-        fh.seek(max(size - 22 - _SEAL_LEN, 0))
-        tail = fh.read()
-    if size >= 22 + _SEAL_LEN and tail[:4] == _EOCD and tail[20:22] == struct.pack("<H", _SEAL_LEN):
-        comment = tail[22:]
-        if not comment.startswith(_SEAL) or _sha256(f, size - _SEAL_LEN - 2).encode() != comment[len(_SEAL):]:
-            raise CheckpointError(f"checkpoint {f} is damaged: its content does not match the SHA-256 "
-                                  "written with it (changed bytes)")
-        return "sealed"
-    if head != b"PK\x03\x04":
-        if size == 0:
-            raise CheckpointError(f"checkpoint {f} is damaged: the file is empty")
-        return "legacy"
-    if size < 22 or tail[-22:-18] != _EOCD or tail[-2:] != b"\0\0":
-        raise CheckpointError(f"checkpoint {f} is damaged: the zip archive has no end record (truncated, "
-                              "or bytes changed at its end)")
-    try:
-        with zipfile.ZipFile(f) as z:
-            for info in z.infolist():
-                with z.open(info) as m:
-                    while m.read(_CHUNK):
-                        pass
-    except Exception as e:  # noqa: BLE001  (zipfile raises many kinds on damaged input)
-        raise CheckpointError(f"checkpoint {f} is damaged: {_first_line(e)}") from None
-    return "crc"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
-
-
-def _unsafe_reason(e: Exception) -> str | None:
-    """What a weights_only refusal was about, in a few words (None: not a refusal)."""
-    msg = str(e)
-    if "Weights only load failed" not in msg and "WeightsUnpickler" not in msg:
-        return None
-    g = re.search(r"GLOBAL ([\w.]+)", msg)
-    if g:
-        return f"loading it would need the Python global {g.group(1)}"
-    op = re.search(r"Unsupported operand (\d+)", msg)
-    if op:
-        return f"it uses pickle instruction {op.group(1)}, which safe loading does not run (not a torch.save file?)"
-    lines = [ln.strip() for ln in msg.splitlines() if ln.strip() and "weights_only" not in ln and "PyTorch" not in ln]
-    return f"safe loading refused it ({lines[0][:160] if lines else 'no reason given'})"
-
-
-def read_checkpoint_file(f: str | Path, map_location="cpu"):
-    """The unpickled object of one file, read safely: integrity check, then ``torch.load(weights_only=True)``
-    allowing only ``argparse.Namespace`` besides tensors, numbers, strings, lists, tuples and dicts."""
-    f = Path(f)
-    check_integrity(f)
-    try:
-        with warnings.catch_warnings(), torch.serialization.safe_globals(list(SAFE_GLOBALS)):
-            warnings.simplefilter("ignore")
-            return torch.load(f, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001  (torch raises RuntimeError, UnpicklingError, EOFError, ...)
-        unsafe = _unsafe_reason(e)
-        if unsafe:
-            raise CheckpointError(f"checkpoint {f} refused: {unsafe}; a checkpoint may hold only tensors, "
-                                  "numbers, strings, lists, dicts and argparse.Namespace") from None
-        raise CheckpointError(f"checkpoint {f} is damaged or not a torch checkpoint: {_first_line(e)}") from None
 
 
 # ---- our layout ------------------------------------------------------------------------------------------
@@ -250,8 +106,6 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> tuple[dict, Path]:
     Returns (state in our layout plus ``meta`` = {format, notes, sampling, ...}, the file). An official
     file is converted: ``net.`` stripped, ``model_ema1``/``model_ema2`` -> ``ema``, ``args`` -> ``config``.
     """
-    from manifold_lab.train import official
-
     f = resolve_checkpoint(path)
     obj = read_checkpoint_file(f, map_location)
     if not isinstance(obj, dict):
@@ -307,17 +161,23 @@ def _ours_only(state: dict, f: Path) -> dict:
 
 
 # ---- choosing weights ------------------------------------------------------------------------------------
+def ema_index(which: str) -> int | None:
+    """The 1-based EMA number of an "emaN" weight name ("ema2" -> 2), None for anything else ("model", a
+    decay such as "0.9999"). The one parser of "emaN" names."""
+    return int(which[3:]) if which.startswith("ema") and which[3:].isdigit() else None
+
+
 def weights_from_checkpoint(ckpt: dict, which: str = "ema1") -> dict:
     """A state dict to sample with. which: "model", "ema1"/"ema2"/... (the i-th EMA), or a decay "0.9999"."""
     if which == "model":
         return ckpt["model"]
     emas = ckpt.get("ema", {})
-    if which.startswith("ema") and which[3:].isdigit():
-        i = int(which[3:]) - 1
+    i = ema_index(which)
+    if i is not None:
         keys = list(emas)
-        if not 0 <= i < len(keys):
+        if not 0 < i <= len(keys):
             raise ConfigError(f"checkpoint has {len(keys)} EMA(s) ({', '.join(keys)}); {which!r} does not exist")
-        return emas[keys[i]]
+        return emas[keys[i - 1]]
     for k in emas:
         try:
             if float(k) == float(which):
@@ -328,19 +188,15 @@ def weights_from_checkpoint(ckpt: dict, which: str = "ema1") -> dict:
                       + ", ".join(f"ema{i + 1} (decay {k})" for i, k in enumerate(emas)))
 
 
-def ema_names(ckpt: dict) -> list[str]:
-    """The EMA choices a checkpoint offers, as accepted by weights_from_checkpoint."""
-    return [f"ema{i + 1}" for i in range(len(ckpt.get("ema", {})))]
-
-
 def describe(state: dict, which: str, path: Path) -> str:
     """One line: which weights of which checkpoint, and what the network is, e.g. "ema1 weights from F
     (decay 0.9999, official JiT checkpoint: model_ema1, epoch 599 finished): JiT-B/16, 256 px, 1000 classes"."""
     cfg, meta = state["config"], state.get("meta", {})
     decays = list(state.get("ema", {}))
     details = []
-    if which.startswith("ema") and which[3:].isdigit() and 0 < int(which[3:]) <= len(decays):
-        details.append(f"decay {decays[int(which[3:]) - 1]}")
+    i = ema_index(which)
+    if i is not None and 0 < i <= len(decays):
+        details.append(f"decay {decays[i - 1]}")
     if meta.get("format") == "official":
         details.append(f"official JiT checkpoint: {meta['source_keys'].get(which, which)}, {meta['position']}")
     else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import config_from_values, field_names
+from manifold_lab.config import config_from_values
 from manifold_lab.config import load_config as _load_config
 from manifold_lab.device import PRECISIONS, check_device
 from manifold_lab.param import TARGETS
@@ -122,9 +122,6 @@ class ImageNetConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-FIELD_NAMES = field_names(ImageNetConfig)
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: dict | None = None) -> ImageNetConfig:

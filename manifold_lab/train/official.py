@@ -1,4 +1,4 @@
-"""The official JiT checkpoint layout (LTH14/JiT ``util/misc.py: save_model``), read and written.
+"""The official JiT checkpoint layout (LTH14/JiT ``util/misc.py: save_model``): pure conversion to ours and back.
 
 An official checkpoint is a dict, in this key order::
 
@@ -16,6 +16,9 @@ RoPE tables are non-persistent buffers here, plain attributes there: neither is 
 conversion is: add or strip ``net.``, reorder the keys, re-index the optimiser, map ``args`` <-> config.
 A file we write also carries ``args.manifold_lab`` (our config, step, data position, RNG states), which
 the official code never reads and which makes ours -> official -> ours bit-identical.
+
+Dict in, dict out: reading and writing files is :mod:`manifold_lab.train.ckpt_file`'s, loading either
+layout :mod:`manifold_lab.train.checkpoint`'s, the ``export`` command :mod:`manifold_lab.train.export`'s.
 """
 from __future__ import annotations
 
@@ -27,7 +30,12 @@ from pathlib import Path
 import torch
 
 from manifold_lab.checks import ConfigError
-from manifold_lab.train.checkpoint import CheckpointError
+from manifold_lab.config import config_from_values
+from manifold_lab.nets.jit import JIT_SIZES, JiT_models
+from manifold_lab.train.build import build_model
+from manifold_lab.train.ckpt_file import CheckpointError
+from manifold_lab.train.config import ImageNetConfig, config_from_dict
+from manifold_lab.train.core import param_groups
 
 PREFIX = "net."
 OFFICIAL_MODELS = ("JiT-B/16", "JiT-B/32", "JiT-L/16", "JiT-L/32", "JiT-H/16", "JiT-H/32")
@@ -73,8 +81,6 @@ def official_order(names: list[str]) -> list[str]:
 # ---- the network and its optimiser groups -----------------------------------------------------------------
 def meta_net(cfg) -> torch.nn.Module:
     """The config's network on the meta device (names, shapes and requires_grad without memory)."""
-    from manifold_lab.train.build import build_model
-
     c = dataclasses.replace(cfg, compile=False, model_args={k: v for k, v in cfg.model_args.items() if k != "compile"})
     with torch.device("meta"):
         return build_model(c)
@@ -82,8 +88,6 @@ def meta_net(cfg) -> torch.nn.Module:
 
 def our_groups(net) -> list[list[str]]:
     """Names in our optimiser's groups, [decay, no_decay] (manifold_lab.train.core.param_groups)."""
-    from manifold_lab.train.core import param_groups
-
     name_of = {id(p): n for n, p in net.named_parameters()}
     return [[name_of[id(p)] for p in g["params"]] for g in param_groups(net, 0.0)]
 
@@ -128,8 +132,6 @@ def _strip(sd, f: Path, key: str) -> dict:
 
 def config_from_args(a: dict) -> tuple[dict, list[str]]:
     """Our config fields from the official args (missing fields: the official defaults, noted)."""
-    from manifold_lab.nets.jit import JiT_models
-
     fields = [*ARG_TO_CONFIG, "attn_dropout", "proj_dropout", "ema_decay1", "ema_decay2"]
     missing = [k for k in fields if k not in a]
     get = lambda k: a.get(k, OFFICIAL_ARGS[k])  # noqa: E731
@@ -157,8 +159,6 @@ def sampling_from_args(a: dict) -> dict | None:
 def infer_from_shapes(sd: dict) -> tuple[dict, list[str]]:
     """Model, img_size and classes from tensor shapes (no args): hidden = pos_embed's last dim, patch =
     proj1's kernel, img = sqrt(tokens) * patch, depth = number of blocks."""
-    from manifold_lab.nets.jit import JiT_models
-
     if "pos_embed" not in sd or "x_embedder.proj1.weight" not in sd:
         raise ConfigError("it has no args and no pos_embed / x_embedder.proj1.weight to infer the network from")
     hidden, tokens, patch = sd["pos_embed"].shape[-1], sd["pos_embed"].shape[1], sd["x_embedder.proj1.weight"].shape[-1]
@@ -192,9 +192,6 @@ def _checked(sd: dict, net, f: Path, key: str, model: str) -> dict:
 def to_ours(raw: dict, f: Path) -> dict:
     """An official checkpoint in our layout, with ``meta``: format "official", notes (what was inferred),
     sampling (recommended settings from args, or None), source_keys, position, args (as a dict)."""
-    from manifold_lab.train.config import ImageNetConfig
-    from manifold_lab.config import config_from_values
-
     sds = {k: _strip(raw[k], f, k) for k in ("model", "model_ema1", "model_ema2")}
     args = raw.get("args")
     a = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else None
@@ -243,8 +240,6 @@ def to_ours(raw: dict, f: Path) -> dict:
 # ---- ours -> official ------------------------------------------------------------------------------------
 def _args_for(cfg, state: dict, notes: list[str]) -> argparse.Namespace:
     """main_jit.py's args for our config: every official field, plus ``manifold_lab`` (ours, exact)."""
-    from manifold_lab.nets.jit import JIT_SIZES
-
     meta = state.get("meta") or {}
     world = max(len(state["rng"]), 1)
     d = dict(OFFICIAL_ARGS, **(meta.get("args") or {}))
@@ -275,8 +270,6 @@ def _args_for(cfg, state: dict, notes: list[str]) -> argparse.Namespace:
 def to_official(state: dict) -> tuple[dict, list[str]]:
     """Our checkpoint state (as load_checkpoint returns it) in the official layout, and notes on what did
     not carry over exactly (fewer than two EMAs, a network the official code cannot build)."""
-    from manifold_lab.train.config import config_from_dict
-
     cfg = config_from_dict(dict(state["config"]))
     if ":" in cfg.model:
         raise CheckpointError(f"model {cfg.model!r} is a custom network; the official layout holds JiT models")
@@ -301,53 +294,3 @@ def to_official(state: dict) -> tuple[dict, list[str]]:
     out = {"model": prefixed[0], "optimizer": optimizer, "epoch": int(state["epoch"]) - 1,
            "args": _args_for(cfg, state, notes), "model_ema1": prefixed[1], "model_ema2": prefixed[2]}
     return out, notes
-
-
-# ---- command line: export ----------------------------------------------------------------------------
-def export(checkpoint: str, fmt: str, out: str) -> tuple[Path, dict, list[str]]:
-    """Read ``checkpoint`` (ours or official, file or run folder) and write it in ``fmt`` ("official" or
-    "ours") to ``out`` (a .pth file, or a folder that gets checkpoint-last.pth). Returns (file, object, notes)."""
-    from manifold_lab.train.checkpoint import LAST, OUR_KEYS, load_checkpoint, write_checkpoint_file
-
-    state, src = load_checkpoint(checkpoint)
-    dest = Path(out) if Path(out).suffix == ".pth" else Path(out) / LAST
-    if dest.exists() and dest.resolve() == src.resolve():
-        raise ConfigError(f"--out {dest} is the checkpoint being read; choose another file")
-    if fmt == "official":
-        obj, notes = to_official(state)
-    else:
-        obj, notes = {k: state[k] for k in OUR_KEYS}, list(state["meta"]["notes"])
-    return write_checkpoint_file(dest, obj), obj, notes
-
-
-def summary(obj: dict) -> str:
-    """What an exported object holds, in one line."""
-    if "args" in obj:
-        g = [len(x["params"]) for x in obj["optimizer"].get("param_groups", [])]
-        return (f"official JiT layout: model, model_ema1, model_ema2 ({len(obj['model'])} tensors each, under "
-                f"{PREFIX!r}), optimizer (groups [no_decay, decay] of {g} parameters), epoch {obj['epoch']}, "
-                f"args ({obj['args'].model}, {obj['args'].img_size} px, {obj['args'].class_num} classes)")
-    return (f"manifold_lab layout: model ({len(obj['model'])} tensors), EMAs {list(obj['ema'])}, step "
-            f"{obj['step']}, epoch {obj['epoch']}")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export", help="convert a checkpoint between our layout and the official JiT layout",
-        description="Convert a checkpoint: --format official writes what LTH14/JiT's main_jit.py loads with "
-                    "--resume (model, model_ema1, model_ema2 under 'net.', optimizer, epoch, args); --format "
-                    "ours reads an official file into our layout. Both read ours or official input.",
-        allow_abbrev=False)
-    p.add_argument("--checkpoint", required=True, help="checkpoint file, or a run folder (its checkpoint-last.pth)")
-    p.add_argument("--format", required=True, choices=("official", "ours"), help="layout to write")
-    p.add_argument("--out", required=True,
-                   help="output .pth file, or a folder (gets checkpoint-last.pth, as the official --resume expects)")
-    p.set_defaults(func=main)
-
-
-def main(args) -> int:
-    path, obj, notes = export(args.checkpoint, args.format, args.out)
-    for n in notes:
-        print(f"note: {n}")
-    print(f"wrote {path}: {summary(obj)}")
-    return 0

@@ -3,7 +3,7 @@ and fail on a cycle or on a module importing from a higher layer.
 
 The layers, lowest first; a module may import its own layer and the ones below it:
 
-0 ground   checks, io, paper, paths, seeds        errors, atomic files, the paper's numbers, roots, seeds
+0 ground   checks, io, paper, paths, run_files, seeds   errors, atomic files, the paper's numbers, roots, the run-folder schema, seeds
 1 core     param, schedule, device, config, nets/, data/    the algebra, samplers, networks, data
 2          denoiser, sample, metrics/, plots/     the objective, ODE sampling, measurements, drawing
 3          train/, evaluate/                      the training core and its entries; sampling, FID, sweeps
@@ -20,7 +20,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "manifold_lab"
 LAYERS = [
-    ("ground", {"checks", "io", "paper", "paths", "seeds"}),
+    ("ground", {"checks", "io", "paper", "paths", "run_files", "seeds"}),
     ("core", {"param", "schedule", "device", "config", "nets", "data"}),
     ("objective, sampling, metrics, plots", {"denoiser", "sample", "metrics", "plots"}),
     ("train, evaluate", {"train", "evaluate"}),

@@ -156,7 +156,7 @@ def fig_image_vs_mu(summary: pd.DataFrame, study_dir: Path):
 @theme("whitegrid")
 def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
     """Training loss curves (running mean over ``smooth`` steps), one panel per setting, one colour per target."""
-    from manifold_lab.runs.files import run_file
+    from manifold_lab.run_files import run_file
 
     runs = summary.drop_duplicates("run_id")
     facets = _facets(runs, _params(summary))
@@ -184,7 +184,7 @@ def fig_image_curves(summary: pd.DataFrame, study_dir: Path, smooth: int = 25):
 @register("image_samples")
 def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
     """The first ``n`` samples of each run (lowest seed): rows = settings, columns = prediction target."""
-    from manifold_lab.runs.files import run_file
+    from manifold_lab.run_files import run_file
 
     runs = summary.drop_duplicates("run_id")
     if "seed" in runs:

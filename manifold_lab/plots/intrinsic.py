@@ -20,7 +20,7 @@ QUANTITY_COLORS = {"x": "#1b7837", "eps": "#c51b7d", "v": "#2166ac"}
 def _runs(summary: pd.DataFrame, study_dir: Path, name: str) -> list[tuple[pd.Series, pd.DataFrame]]:
     """(parameters of the run, its table ``name``: a run-file key, dims, jacobian or jac_counts) for every
     run of the summary, sorted by (dist, d, D); a run folder not on disk raises MissingRunFile."""
-    from manifold_lab.runs.files import run_file
+    from manifold_lab.run_files import run_file
 
     runs = summary.drop_duplicates("run_id").sort_values([c for c in ("dist", "d", "D") if c in summary])
     out = []

@@ -84,7 +84,7 @@ def fig_memorisation_vs_N(summary: pd.DataFrame, study_dir: Path):
 def fig_memorisation_samples(summary: pd.DataFrame, study_dir: Path):
     """Samples of both models (colour: model a, grey: model b) over the training set of model a (black
     crosses) at the smallest D: rows target, columns N."""
-    from manifold_lab.runs.files import run_file
+    from manifold_lab.run_files import run_file
 
     runs = summary.drop_duplicates("run_id")
     runs = runs[runs["D"] == runs["D"].min()]

@@ -36,7 +36,7 @@ def _lim(ref):
 
 
 def _run_points(summary: pd.DataFrame, study_dir: Path, run_id: str):
-    from manifold_lab.runs.files import run_file
+    from manifold_lab.run_files import run_file
 
     with np.load(run_file(study_dir, run_id, "samples")) as f:
         return f["samples"] @ f["P"], f["reference"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from manifold_lab.checks import check_choice
 from manifold_lab.paths import notebooks_dir
-from manifold_lab.runs.files import FILES, declared
+from manifold_lab.run_files import FILES, declared
 
 
 @dataclass(frozen=True)

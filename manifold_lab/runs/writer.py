@@ -3,7 +3,7 @@
 Order: ``config.json`` (the resolved config, ``run``: the kind, ``derived``: settings computed from the config
 such as ``token_dim`` or ``k``), then the tables, arrays and figures, then ``metrics.json`` last, holding
 measured numbers only. Every file is written atomically; metrics.json is written only when every file the
-kind declares (:mod:`manifold_lab.runs.files`) is present, so its presence marks a finished run.
+kind declares (:mod:`manifold_lab.run_files`) is present, so its presence marks a finished run.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from manifold_lab import io
-from manifold_lab.runs.files import CONFIG, FILES, METRICS
+from manifold_lab.run_files import CONFIG, FILES, METRICS
 
 
 def config_record(cfg, kind: str, derived: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 
 from manifold_lab import io
-from manifold_lab.runs.files import CONFIG, FILES, METRICS
+from manifold_lab.run_files import CONFIG, FILES, METRICS
 
 _WARNED: set[str] = set()   # files already named in a warning line by this process
 

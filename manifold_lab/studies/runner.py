@@ -172,7 +172,7 @@ def render_figures(spec: StudySpec, summary, study_dir: Path) -> list[Path]:
     """Draw each figure the study lists from its summary table into study_dir/fig_<name>.png. A figure that
     needs run files not on disk (rows kept from a summary made elsewhere) is kept as it was, said in one line."""
     from manifold_lab.plots import figure_registry
-    from manifold_lab.runs.files import MissingRunFile
+    from manifold_lab.run_files import MissingRunFile
 
     reg, out = figure_registry(), []
     for name in spec.figures:

@@ -29,7 +29,7 @@ import torch
 
 from manifold_lab import io, param
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import add_run_command
+from manifold_lab.config import add_run_command, check_numbers
 from manifold_lab.data.imagefolder import to_uint8
 from manifold_lab.data.real_images import make_image_set
 from manifold_lab.denoiser import Denoiser
@@ -78,6 +78,7 @@ class ImageConfig:
     precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 or fp32
 
     def __post_init__(self):
+        check_numbers(self)
         for name in ("patch_size", "grid_side", "hidden_size", "depth", "num_heads", "steps", "batch_size",
                      "n_train", "n_samples", "sample_steps", "feat_steps"):
             check_positive(name, getattr(self, name), integer=True)

@@ -34,6 +34,9 @@ RENAMED: dict[str, tuple[str, ...]] = {
     "ema": ("ema_decays",),
     "ema_decay": ("ema_decays",),
     "warmup": ("warmup_steps", "warmup_epochs"),
+    "cfg": ("cfg_scale",),
+    "num_samples": ("n_samples",),
+    "image_size": ("img_size",),
 }
 
 
@@ -98,7 +101,8 @@ def config_from_namespace(cls, namespace: dict):
 
 
 # YAML 1.2's floats (``1e-3``, ``5E-4``, ``.5``; PyYAML follows YAML 1.1, which reads ``1e-3`` as a
-# string), digits may be grouped with ``_`` (``1_000.5``); ``.inf`` / ``.nan`` as before
+# string), digits may be grouped with ``_`` (``1_000``); ``.inf`` / ``.nan`` as before; no 1.1 sexagesimal
+_INT_12 = re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$")   # no 1.1 octal 010, no 1:30
 _FLOAT_12 = re.compile(r"""^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
                           |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X)
 
@@ -112,10 +116,11 @@ def _yaml_loader():
         class Loader(yaml.SafeLoader):
             pass
 
-        float_tag = "tag:yaml.org,2002:float"
+        float_tag, int_tag = "tag:yaml.org,2002:float", "tag:yaml.org,2002:int"
         Loader.yaml_implicit_resolvers = {
-            ch: [(tag, rx) for tag, rx in rs if tag != float_tag]
+            ch: [(tag, rx) for tag, rx in rs if tag not in (float_tag, int_tag)]
             for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        Loader.add_implicit_resolver(int_tag, _INT_12, list("-+0123456789"))
         Loader.add_implicit_resolver(float_tag, _FLOAT_12, list("-+0123456789."))   # after the int resolver
         _LOADER = Loader
     return _LOADER
@@ -203,6 +208,13 @@ def coerce(cls, name: str, raw: str | None) -> Any:
         return None
     typ = _type_of(cls, name)
     base = typ.split("|")[0].strip()
+    if isinstance(raw, list):        # a list field's flag takes one or more words (nargs="+")
+        if len(raw) == 1 and base == "str":
+            return raw[0]
+        if len(raw) != 1:
+            return [load_yaml(word, where=flag(name)) for word in raw]
+        value = load_yaml(raw[0], where=flag(name))
+        return value if isinstance(value, list) or "list" not in typ else [value]
     if "None" in typ and raw.strip().lower() in ("none", "null"):
         return None
     if base.startswith(("dict", "list", "tuple")):
@@ -253,11 +265,16 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, *, title: str = "conf
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        metavar = _type_of(cls, f.name).split("|")[0].split("[")[0].strip().upper()
+        typ = _type_of(cls, f.name)
+        metavar = typ.split("|")[0].split("[")[0].strip().upper()
         text = f"{comments.get(f.name, f.name)} (default: {_show(field_default(f))})".replace("%", "%%")
-        group.add_argument(flag(f.name), dest=f"cfg_{f.name}", default=None, metavar=metavar, help=text)
-    old = {flag(o): flag(renamed_to(o, field_names(cls))) for o in RENAMED if renamed_to(o, field_names(cls))}
-    old |= {"--" + n: flag(n) for n in field_names(cls) if "_" in n and n not in skip}
+        # a list takes several words (--interval 0.1 1.0) or one YAML list; a bool alone means true
+        nargs = {"list": "+", "bool": "?"}.get(typ.split("|")[-1].strip().split("[")[0])
+        group.add_argument(flag(f.name), dest=f"cfg_{f.name}", default=None, metavar=metavar, help=text,
+                           nargs=nargs, **({"const": "true"} if nargs == "?" else {}))
+    names = [n for n in field_names(cls) if n not in skip]
+    old = {flag(o): flag(renamed_to(o, names)) for o in RENAMED if renamed_to(o, names)}
+    old |= {"--" + n: flag(n) for n in names if "_" in n}
     add_renamed_flags(parser, old)
 
 
@@ -280,6 +297,20 @@ def add_run_command(sub, name: str, cls, run, *, help: str, description: str) ->
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return 0
     p.set_defaults(func=main)
+
+
+def config_to_flags(cfg, skip: Iterable[str] = ()) -> list[str]:
+    """The command-line words that give every field of the dataclass instance ``cfg`` (the inverse of
+    :func:`overrides_from_args`): a list as several words, a bool as true/false, None as null."""
+    words: list[str] = []
+    for f in dataclasses.fields(cfg):
+        if f.name in set(skip):
+            continue
+        value = getattr(cfg, f.name)
+        shown = [str(v) for v in value] if isinstance(value, (list, tuple)) else \
+            ["null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)]
+        words += [flag(f.name), *shown]
+    return words
 
 
 def _show(value: Any) -> str:

@@ -292,8 +292,11 @@ def add_run_command(sub, name: str, cls, run, *, help: str, description: str) ->
             import torch
 
             torch.set_num_threads(args.threads)
-        metrics = run(config_from_values(cls, overrides_from_args(args, cls), "flags"), args.out,
-                      progress=not args.no_progress)
+        from manifold_lab.io import check_writable_dir
+
+        cfg = config_from_values(cls, overrides_from_args(args, cls), "flags")
+        check_writable_dir(args.out, "--out")                # before any work
+        metrics = run(cfg, args.out, progress=not args.no_progress)
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return 0
     p.set_defaults(func=main)

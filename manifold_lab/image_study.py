@@ -91,8 +91,23 @@ class ImageConfig:
         check_positive("lr", self.lr)
         if not all(0 <= e < 1 for e in self.ema_decays):
             raise ConfigError(f"every EMA decay must be in [0, 1), got {self.ema_decays!r}")
+        if self.feat_steps <= 10:
+            raise ConfigError(f"feat_steps must be an integer > 10 (the feature net's one-cycle lr schedule warms "
+                              f"up over a tenth of it), got {self.feat_steps!r}")
+        self._check_heads()
         if self.bottleneck_dim < 0:
             raise ConfigError(f"bottleneck_dim must be >= 0 (0 = plain patch embedding), got {self.bottleneck_dim!r}")
+
+    def _check_heads(self) -> None:
+        """The width fits the heads (what JiT checks, here before any data or feature net is built)."""
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_size % 4:
+            raise ConfigError(f"hidden_size {self.hidden_size} must be divisible by 4 (2-D sin-cos position "
+                              "embedding)")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ConfigError(f"head dim {self.hidden_size // self.num_heads} (= hidden_size {self.hidden_size} / "
+                              f"num_heads {self.num_heads}) must be divisible by 4 for 2-D RoPE")
 
     @property
     def img_size(self) -> int:

@@ -151,7 +151,7 @@ def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
     key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
     ref = cache_dir().parent / "fid_refs" / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
     if not ref.is_file():
-        prepare_ref(tcfg.data_path, ref, image_size=tcfg.img_size, kind=cfg.feature_extractor,
+        prepare_ref(tcfg.data_path, ref, img_size=tcfg.img_size, kind=cfg.feature_extractor,
                     weights=cfg.inception_weights or None, verbose=False)
     return ref
 

@@ -74,7 +74,7 @@ def test_fid_matches_torch_fidelity_calculate_metrics(run, tmp_path):
     ref_dir.mkdir()
     for i, p in enumerate(sorted(data.rglob("*.*"))):
         Image.fromarray(load_image(str(p), 16).permute(1, 2, 0).numpy()).save(ref_dir / f"{i:04d}.png")
-    stats = fid_mod.prepare_ref(data, tmp_path / "ref.npz", image_size=16, kind="tiny", verbose=False)
+    stats = fid_mod.prepare_ref(data, tmp_path / "ref.npz", img_size=16, kind="tiny", verbose=False)
     net, den, cfg, _ = load_for_sampling(str(run / "run"), "ema2")
     s10 = SamplingConfig(ema="ema2", n_samples=20, cfg_scale=1.5, sample_steps=3, batch_size=10)
     samples = generate_samples(net, den, s10, out_dir=tmp_path / "s", img_size=16, num_classes=3, progress=False)

@@ -49,21 +49,21 @@ def sample_noise(indices, shape, noise_scale: float, seed: int) -> torch.Tensor:
     return out
 
 
-def net_for_sampling(state: dict, which: str = "ema1", device="cpu", path: Path | None = None):
-    """(net in eval mode with the chosen weights, denoiser, config) from a state as load_checkpoint returns
+def net_for_sampling(state: dict, ema: str = "ema1", device="cpu", path: Path | None = None):
+    """(net in eval mode with the weights ``ema`` (see sample.check_ema), denoiser, config) from a state as load_checkpoint returns
     it; a network that does not fit the weights is a one-line CheckpointError naming ``path``."""
     cfg = config_from_dict(dict(state["config"], compile=False, resume=None, init_from=None))
     cfg.model_args = {k: v for k, v in cfg.model_args.items() if k != "compile"}
     net = build_model(cfg)
-    ckpt_mod.load_weights(net, ckpt_mod.weights_from_checkpoint(state, which), path or Path("the checkpoint"))
+    ckpt_mod.load_weights(net, ckpt_mod.weights_from_checkpoint(state, ema), path or Path("the checkpoint"))
     return net.to(device).eval().requires_grad_(False), build_denoiser(cfg), cfg
 
 
-def load_for_sampling(checkpoint: str, which: str = "ema1", device="cpu"):
+def load_for_sampling(checkpoint: str, ema: str = "ema1", device="cpu"):
     """(net in eval mode with the chosen weights, denoiser, config, checkpoint file) from a checkpoint
     (ours or the official JiT layout, read safely: manifold_lab.train.checkpoint.load_checkpoint)."""
     state, path = ckpt_mod.load_checkpoint(checkpoint, map_location="cpu")
-    return (*net_for_sampling(state, which, device, path), path)
+    return (*net_for_sampling(state, ema, device, path), path)
 
 
 def resolve_sampling(cfg: SamplingConfig, recommended: dict | None,

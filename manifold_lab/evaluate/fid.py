@@ -118,7 +118,7 @@ def _extractor(kw: dict):
     from torch_fidelity.utils import create_feature_extractor
 
     layers = sorted({kw["feature_layer_fid"], kw["feature_layer_isc"]})
-    return create_feature_extractor(kw["feature_extractor"], layers, **kw)
+    return create_feature_extractor(kw["feature_extractor"], layers, **{**kw, "verbose": False})
 
 
 # ---- reference statistics ----------------------------------------------------------------------------

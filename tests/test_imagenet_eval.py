@@ -156,3 +156,24 @@ def test_gpu_check_script_cpu_smoke(tmp_path):
     import json
     res = json.loads((tmp_path / "gpu_train_check.json").read_text())
     assert res["sample_finite"] and res["images_per_s"] > 0
+
+
+def test_imagenet_point_builds_a_sweep_config_and_its_argv_round_trips(tmp_path):
+    """The ImageNet point calls the sweep with a SweepConfig; for torchrun the same config as flags parses
+    back to an equal config (no cli import in the point, one spelling of each knob)."""
+    from manifold_lab.cli import build_parser
+    from manifold_lab.evaluate.sweep import sweep_argv, sweep_from_args
+    from manifold_lab.imagenet_study import ImageNetPointConfig, sweep_config
+
+    point = ImageNetPointConfig(cfg_scales=[1.0, 2.5], emas=["ema1", "0.9996"], interval=[0.1, 0.9], n_samples=9,
+                                search_samples=6, sample_steps=3, sample_batch_size=4, feature_extractor="tiny")
+    cfg = sweep_config(point, tmp_path, tmp_path / "ref.npz")
+    assert (cfg.cfg_scales, cfg.emas, cfg.search_samples, cfg.final_samples) == ([1.0, 2.5], ["ema1", "0.9996"], 6, 9)
+    assert (cfg.sampling.interval, cfg.sampling.sample_steps, cfg.sampling.batch_size) == ([0.1, 0.9], 3, 4)
+    argv = sweep_argv(cfg)
+    back, use = sweep_from_args(build_parser("sweep").parse_args([*argv, "--no-progress"]))
+    assert back == cfg and use == []               # every sampling field given: nothing left to the checkpoint
+    single = sweep_config(dataclasses.replace(point, cfg_scales=[2.0], emas=["ema1"]), tmp_path, tmp_path / "r")
+    assert (single.search_samples, single.final_samples) == (9, 0)
+    import manifold_lab.imagenet_study as study
+    assert "manifold_lab.cli" not in open(study.__file__).read()

@@ -212,7 +212,7 @@ def sweep_argv(cfg: SweepConfig) -> list[str]:
 
 def sweep_from_args(args) -> tuple[SweepConfig, list[str]]:
     """(the SweepConfig of the flags, the sampling fields left to the checkpoint's recommendation)."""
-    sampling, use = sampling_from_args(args)
+    sampling, use = sampling_from_args(args, skip=SEARCHED)
     values = overrides_from_args(args, SweepConfig) | {"checkpoint": args.checkpoint, "sampling": sampling}
     return config_from_values(SweepConfig, values, "flags"), use
 

@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from manifold_lab import io
 from manifold_lab.checks import ConfigError, check_positive
@@ -28,6 +29,9 @@ from manifold_lab.config import check_numbers, read_yaml
 from manifold_lab.sample import check_ema, check_interval
 from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train.config import ImageNetConfig, load_config
+
+if TYPE_CHECKING:   # imported where used: the sweep pulls in the FID and plotting stack
+    from manifold_lab.evaluate.sweep import SweepConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

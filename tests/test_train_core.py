@@ -22,7 +22,7 @@ from manifold_lab.image_study import ImageConfig  # noqa: E402
 from manifold_lab.nets.mlp import MLP  # noqa: E402
 from manifold_lab.toy import ToyConfig  # noqa: E402
 from manifold_lab.train.build import build_denoiser, build_model  # noqa: E402
-from manifold_lab.train.config import ImageNetConfig, load_config  # noqa: E402
+from manifold_lab.train.config import load_config  # noqa: E402
 from manifold_lab.train.core import LRSchedule, NonFiniteLossError, TrainCore  # noqa: E402
 from manifold_lab.train.ema import EMA  # noqa: E402
 from manifold_lab.train.imagenet import read_log  # noqa: E402

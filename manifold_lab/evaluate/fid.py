@@ -203,7 +203,8 @@ class _NpzImages(torch.utils.data.Dataset):
             raise ConfigError(f"cannot read samples {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
         with z:
             if "arr_0" not in z:
-                raise ConfigError(f"{path} has no arr_0 (N, H, W, 3) uint8 array; it has {', '.join(z.files) or 'none'}")
+                raise ConfigError(f"{path} has no arr_0 (N, H, W, 3) uint8 array; it has "
+                                  f"{', '.join(z.files) or 'none'}")
             self.arr = z["arr_0"]
         if self.arr.ndim != 4 or self.arr.shape[-1] != 3 or self.arr.dtype != np.uint8:
             raise ConfigError(f"{path}: arr_0 must be (N, H, W, 3) uint8, got {self.arr.shape} {self.arr.dtype}")

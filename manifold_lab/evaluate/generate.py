@@ -51,7 +51,8 @@ def sample_noise(indices, shape, noise_scale: float, seed: int) -> torch.Tensor:
 
 def net_for_sampling(state: dict, ema: str = "ema1", device="cpu", path: Path | None = None):
     """(net in eval mode with the weights ``ema`` (see sample.check_ema), denoiser, config) from a state as
-    load_checkpoint returns it; a network that does not fit the weights is a one-line CheckpointError naming ``path``."""
+    load_checkpoint returns it; a network that does not fit the weights is a one-line CheckpointError naming
+    ``path``."""
     cfg = config_from_dict(dict(state["config"], compile=False, resume=None, init_from=None))
     cfg.model_args = {k: v for k, v in cfg.model_args.items() if k != "compile"}
     net = build_model(cfg)

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     net.eval()
     yb = torch.arange(a.sample_batch, device=dev) % cfg.num_classes
     z0 = den.noise((a.sample_batch, 3, cfg.img_size, cfg.img_size), device=dev, generator=core.generator)
-    fn = guided_velocity(den, net, yb, cfg=3.0, interval=(0.1, 1.0))
+    fn = guided_velocity(den, net, yb, cfg_scale=3.0, interval=(0.1, 1.0))
     sync()
     t = time.perf_counter()
     with torch.no_grad(), autocast(cfg.precision, dev):

@@ -52,9 +52,34 @@ def main(argv=None) -> int:
     try:
         args = build_parser(command).parse_args(argv) if command else _top_level(argv)
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not is_user_error(e):
+            raise                               # a bug: keep the traceback
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+
+
+# what a user's input causes besides ConfigError (which covers CheckpointError) and OSError (paths,
+# permissions): YAML syntax, unreadable images, damaged archives, a diverged run, non-finite samples. Matched
+# by class name so that no heavy module is imported here.
+USER_ERROR_NAMES = {"YAMLError", "UnidentifiedImageError", "DecompressionBombError", "BadImageError",
+                    "NonFiniteLossError", "NonFiniteSamplesError", "BadZipFile"}
+
+
+def is_user_error(e: BaseException) -> bool:
+    """True for an exception a user causes (printed as one ``error:`` line, exit 2); False for a bug."""
+    if isinstance(e, (ConfigError, OSError)):
+        return True
+    return any(c.__name__ in USER_ERROR_NAMES for c in type(e).__mro__)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line (an OSError names its file and reason)."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _top_level(argv):

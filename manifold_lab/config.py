@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import math
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,6 +34,9 @@ RENAMED: dict[str, tuple[str, ...]] = {
     "ema": ("ema_decays",),
     "ema_decay": ("ema_decays",),
     "warmup": ("warmup_steps", "warmup_epochs"),
+    "cfg": ("cfg_scale",),
+    "num_samples": ("n_samples",),
+    "image_size": ("img_size",),
 }
 
 
@@ -127,17 +132,84 @@ def config_from_namespace(cls, namespace: dict):
     return cls(**values)
 
 
-def read_yaml(path: str | Path) -> dict:
-    """A YAML file that must hold a mapping."""
+# YAML 1.2's floats (``1e-3``, ``5E-4``, ``.5``; PyYAML follows YAML 1.1, which reads ``1e-3`` as a
+# string), digits may be grouped with ``_`` (``1_000``); ``.inf`` / ``.nan`` as before; no 1.1 sexagesimal
+_INT_12 = re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$")   # no 1.1 octal 010, no 1:30
+_FLOAT_12 = re.compile(r"""^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+                          |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X)
+
+
+def _yaml_loader():
+    """A SafeLoader whose numbers follow YAML 1.2 (built once, on first use: yaml is imported lazily)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        float_tag, int_tag = "tag:yaml.org,2002:float", "tag:yaml.org,2002:int"
+        Loader.yaml_implicit_resolvers = {
+            ch: [(tag, rx) for tag, rx in rs if tag not in (float_tag, int_tag)]
+            for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+        Loader.add_implicit_resolver(int_tag, _INT_12, list("-+0123456789"))
+        Loader.add_implicit_resolver(float_tag, _FLOAT_12, list("-+0123456789."))   # after the int resolver
+        _LOADER = Loader
+    return _LOADER
+
+
+_LOADER = None
+
+
+def load_yaml(source: str | Path, where: str | None = None) -> Any:
+    """Parse YAML text, or the file ``source`` when it is a Path, with YAML 1.2 numbers (``1e-3`` is a float).
+    A syntax error is a one-line ConfigError naming ``where`` (default: the file) and the line."""
     import yaml
 
+    if isinstance(source, Path):
+        where = where or str(source)
+        source = source.read_text()
+    try:
+        return yaml.load(source, Loader=_yaml_loader())  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"invalid YAML in {where or 'text'}{line}: {problem}") from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file that must hold a mapping."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
     return data
+
+
+def check_numbers(obj) -> None:
+    """Every ``int`` / ``float`` field of the dataclass ``obj`` holds a finite number of its type (None where
+    the type allows it): ``'1e-3'``, ``nan``, ``inf``, ``True`` are a one-line ConfigError naming the field."""
+    for f in dataclasses.fields(obj):
+        typ = str(f.type).replace(" ", "")
+        base = typ.split("|")[0]
+        if base not in ("int", "float"):
+            continue
+        value = getattr(obj, f.name)
+        if value is None and "None" in typ:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if base == "int":
+            ok = number and math.isfinite(value) and float(value).is_integer()
+            kind = "an integer"
+        else:
+            ok = number and math.isfinite(value)
+            kind = "a finite number"
+        if not ok:
+            none = " or null" if "None" in typ else ""
+            raise ConfigError(f"{f.name} must be {kind}{none}, got {value!r}")
 
 
 def load_config(cls, yaml_path: str | Path | None = None, overrides: dict | None = None):
@@ -169,15 +241,17 @@ def coerce(cls, name: str, raw: str | None) -> Any:
         return None
     typ = _type_of(cls, name)
     base = typ.split("|")[0].strip()
+    if isinstance(raw, list):        # a list field's flag takes one or more words (nargs="+")
+        if len(raw) == 1 and base == "str":
+            return raw[0]
+        if len(raw) != 1:
+            return [load_yaml(word, where=flag(name)) for word in raw]
+        value = load_yaml(raw[0], where=flag(name))
+        return value if isinstance(value, list) or "list" not in typ else [value]
     if "None" in typ and raw.strip().lower() in ("none", "null"):
         return None
     if base.startswith(("dict", "list", "tuple")):
-        import yaml
-
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{flag(name)} takes a YAML/JSON {base}, got {raw!r} ({e})") from None
+        value = load_yaml(raw, where=flag(name))
         if not isinstance(value, dict if base.startswith("dict") else list):
             raise ConfigError(f"{flag(name)} takes a {base.split('[')[0]}, got {raw!r}")
         return value
@@ -189,10 +263,13 @@ def coerce(cls, name: str, raw: str | None) -> Any:
             return False
         raise ConfigError(f"{flag(name)} takes true/false, got {raw!r}")
     try:
-        return int(raw) if base == "int" else float(raw) if base == "float" else raw
+        value = int(raw.replace("_", "")) if base == "int" else float(raw) if base == "float" else raw
     except ValueError:
-        raise ConfigError(f"{flag(name)} takes {'an integer' if base == 'int' else 'a number'}, "
-                          f"got {raw!r}") from None
+        value = None
+    if base in ("int", "float") and (value is None or not math.isfinite(value)):
+        raise ConfigError(f"{flag(name)} takes {'an integer' if base == 'int' else 'a finite number'}, "
+                          f"got {raw!r}")
+    return value
 
 
 class _Renamed(argparse.Action):
@@ -221,11 +298,16 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, *, title: str = "conf
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        metavar = _type_of(cls, f.name).split("|")[0].split("[")[0].strip().upper()
+        typ = _type_of(cls, f.name)
+        metavar = typ.split("|")[0].split("[")[0].strip().upper()
         text = f"{comments.get(f.name, f.name)} (default: {_show(field_default(f))})".replace("%", "%%")
-        group.add_argument(flag(f.name), dest=f"cfg_{f.name}", default=None, metavar=metavar, help=text)
-    old = {flag(o): flag(renamed_to(o, field_names(cls))) for o in RENAMED if renamed_to(o, field_names(cls))}
-    old |= {"--" + n: flag(n) for n in field_names(cls) if "_" in n and n not in skip}
+        # a list takes several words (--interval 0.1 1.0) or one YAML list; a bool alone means true
+        nargs = {"list": "+", "bool": "?"}.get(typ.split("|")[-1].strip().split("[")[0])
+        group.add_argument(flag(f.name), dest=f"cfg_{f.name}", default=None, metavar=metavar, help=text,
+                           nargs=nargs, **({"const": "true"} if nargs == "?" else {}))
+    names = [n for n in field_names(cls) if n not in skip]
+    old = {flag(o): flag(renamed_to(o, names)) for o in RENAMED if renamed_to(o, names)}
+    old |= {"--" + n: flag(n) for n in names if "_" in n}
     add_renamed_flags(parser, old)
 
 
@@ -243,11 +325,28 @@ def add_run_command(sub, name: str, cls, run, *, help: str, description: str) ->
             import torch
 
             torch.set_num_threads(args.threads)
-        metrics = run(config_from_values(cls, overrides_from_args(args, cls), "flags"), args.out,
-                      progress=not args.no_progress)
+        from manifold_lab.io import check_writable_dir
+
+        cfg = config_from_values(cls, overrides_from_args(args, cls), "flags")
+        check_writable_dir(args.out, "--out")                # before any work
+        metrics = run(cfg, args.out, progress=not args.no_progress)
         print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return 0
     p.set_defaults(func=main)
+
+
+def config_to_flags(cfg, skip: Iterable[str] = ()) -> list[str]:
+    """The command-line words that give every field of the dataclass instance ``cfg`` (the inverse of
+    :func:`overrides_from_args`): a list as several words, a bool as true/false, None as null."""
+    words: list[str] = []
+    for f in dataclasses.fields(cfg):
+        if f.name in set(skip):
+            continue
+        value = getattr(cfg, f.name)
+        shown = [str(v) for v in value] if isinstance(value, (list, tuple)) else \
+            ["null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)]
+        words += [flag(f.name), *shown]
+    return words
 
 
 def _show(value: Any) -> str:

@@ -28,6 +28,7 @@ import torch
 
 from manifold_lab import param, seeds
 from manifold_lab.checks import ConfigError, check_choice, check_positive
+from manifold_lab.config import check_numbers
 from manifold_lab.data.imagefolder import to_uint8
 from manifold_lab.data.real_images import make_image_set
 from manifold_lab.denoiser import Denoiser
@@ -77,6 +78,7 @@ class ImageConfig:
     precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 or fp32
 
     def __post_init__(self):
+        check_numbers(self)
         for name in ("patch_size", "grid_side", "hidden_size", "depth", "num_heads", "steps", "batch_size",
                      "n_train", "n_samples", "sample_steps", "feat_steps"):
             check_positive(name, getattr(self, name), integer=True)
@@ -89,8 +91,23 @@ class ImageConfig:
         check_positive("lr", self.lr)
         if not all(0 <= e < 1 for e in self.ema_decays):
             raise ConfigError(f"every EMA decay must be in [0, 1), got {self.ema_decays!r}")
+        if self.feat_steps <= 10:
+            raise ConfigError(f"feat_steps must be an integer > 10 (the feature net's one-cycle lr schedule warms "
+                              f"up over a tenth of it), got {self.feat_steps!r}")
+        self._check_heads()
         if self.bottleneck_dim < 0:
             raise ConfigError(f"bottleneck_dim must be >= 0 (0 = plain patch embedding), got {self.bottleneck_dim!r}")
+
+    def _check_heads(self) -> None:
+        """The width fits the heads (what JiT checks, here before any data or feature net is built)."""
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_size % 4:
+            raise ConfigError(f"hidden_size {self.hidden_size} must be divisible by 4 (2-D sin-cos position "
+                              "embedding)")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ConfigError(f"head dim {self.hidden_size // self.num_heads} (= hidden_size {self.hidden_size} / "
+                              f"num_heads {self.num_heads}) must be divisible by 4 for 2-D RoPE")
 
     @property
     def img_size(self) -> int:

@@ -17,19 +17,25 @@ on the final set), and write ``metrics.json``. What ``notebooks/imagenet_run.ipy
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from manifold_lab import io
 from manifold_lab.checks import ConfigError, check_positive
-from manifold_lab.config import read_yaml
+from manifold_lab.config import check_numbers, read_yaml
 from manifold_lab.paths import configs_dir
 from manifold_lab.runs.writer import finish_run
+from manifold_lab.sample import check_ema, check_interval
 from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train.config import ImageNetConfig, load_config
+
+if TYPE_CHECKING:   # imported where used: the sweep pulls in the FID and plotting stack
+    from manifold_lab.evaluate.sweep import SweepConfig
 
 
 @dataclass
@@ -47,7 +53,7 @@ class ImageNetPointConfig:
     cfg_scales: list = field(default_factory=lambda: [1.0])  # CFG scales searched
     interval: list = field(default_factory=lambda: [0.0, 1.0])  # CFG acts for lo < t < hi; 0 1 is everywhere
     search_samples: int = 8000  # samples that choose CFG and EMA (the paper: 8K)
-    num_samples: int = 50000    # samples of the final FID/IS (the paper: 50K)
+    n_samples: int = 50000      # samples of the final FID/IS (the paper: 50K)
     sample_steps: int = 50      # ODE steps (Heun with a last Euler step)
     sample_batch_size: int = 64  # samples per process and batch
     ref: str = ""               # FID reference statistics npz (empty: built from data_path once, cached)
@@ -56,10 +62,14 @@ class ImageNetPointConfig:
     seed: int = 0               # training and sampling seed
 
     def __post_init__(self):
-        for name in ("epochs", "nproc", "search_samples", "num_samples", "sample_steps", "sample_batch_size"):
+        for name in ("epochs", "nproc", "search_samples", "n_samples", "sample_steps", "sample_batch_size"):
             check_positive(name, getattr(self, name), integer=True)
-        if len(self.interval) != 2:
-            raise ConfigError(f"interval must be two numbers lo, hi, got {self.interval!r}")
+        check_numbers(self)
+        check_interval(self.interval)
+        self.emas = [check_ema(e, "emas") for e in self.emas]
+        if not self.cfg_scales or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
+                                          and math.isfinite(w) and w >= 0 for w in self.cfg_scales):
+            raise ConfigError(f"cfg_scales must be a list of finite numbers >= 0, got {self.cfg_scales!r}")
 
 
 def config_path(name: str) -> Path:
@@ -117,17 +127,20 @@ def _yaml(d: dict) -> str:
     return yaml.safe_dump(d, sort_keys=False)
 
 
-def sweep_argv(cfg: ImageNetPointConfig, out_dir: Path, ref: Path) -> list[str]:
-    """The ``sweep`` command of the point: search CFG x EMA on search_samples, then the best on num_samples
-    (a single choice is evaluated once, on num_samples)."""
+def sweep_config(cfg: ImageNetPointConfig, out_dir: Path, ref: Path) -> SweepConfig:
+    """The sweep of the point: search CFG x EMA on search_samples, then the best on n_samples (a single
+    choice is evaluated once, on n_samples)."""
+    from manifold_lab.evaluate.sweep import SweepConfig
+    from manifold_lab.sample import SamplingConfig
+
     single = len(cfg.emas) * len(cfg.cfg_scales) == 1
-    argv = ["sweep", "--checkpoint", str(out_dir / "run"), "--ref", str(ref), "--out", str(out_dir / "sweep"),
-            "--cfg-scales", ",".join(map(str, cfg.cfg_scales)), "--emas", *cfg.emas,
-            "--search-samples", str(cfg.num_samples if single else cfg.search_samples),
-            "--final-samples", "0" if single else str(cfg.num_samples), "--interval", *map(str, cfg.interval),
-            "--sample-steps", str(cfg.sample_steps), "--batch-size", str(cfg.sample_batch_size),
-            "--seed", str(cfg.seed), "--feature-extractor", cfg.feature_extractor, "--no-progress"]
-    return argv + (["--inception-weights", cfg.inception_weights] if cfg.inception_weights else [])
+    sampling = SamplingConfig(interval=list(cfg.interval), sample_steps=cfg.sample_steps,
+                              batch_size=cfg.sample_batch_size, seed=cfg.seed)
+    return SweepConfig(checkpoint=str(out_dir / "run"), ref=str(ref), out=str(out_dir / "sweep"), sampling=sampling,
+                       cfg_scales=list(cfg.cfg_scales), emas=list(cfg.emas),
+                       search_samples=cfg.n_samples if single else cfg.search_samples,
+                       final_samples=0 if single else cfg.n_samples, feature_extractor=cfg.feature_extractor,
+                       inception_weights=cfg.inception_weights)
 
 
 def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
@@ -144,23 +157,22 @@ def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
     key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
     ref = io.cache_dir("fid_refs") / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
     if not ref.is_file():
-        prepare_ref(tcfg.data_path, ref, image_size=tcfg.img_size, kind=cfg.feature_extractor,
+        prepare_ref(tcfg.data_path, ref, img_size=tcfg.img_size, kind=cfg.feature_extractor,
                     weights=cfg.inception_weights or None, verbose=False)
     return ref
 
 
 def evaluate_point(cfg: ImageNetPointConfig, tcfg: ImageNetConfig, out_dir: Path) -> dict:
     """The sweep against the reference statistics; returns best.json's chosen row."""
-    ref = reference_stats(cfg, tcfg)
-    argv = sweep_argv(cfg, out_dir, ref)
+    from manifold_lab.evaluate.sweep import run_sweep, sweep_argv
+
+    scfg = sweep_config(cfg, out_dir, reference_stats(cfg, tcfg))
     if cfg.nproc == 1:
-        from manifold_lab.cli import build_parser
-        from manifold_lab.evaluate.sweep import run_sweep
         from manifold_lab.train import distributed as dist_mod
 
-        run_sweep(build_parser("sweep").parse_args(argv), dist_mod.setup(tcfg.device))
+        run_sweep(scfg, dist_mod.setup(tcfg.device), progress=False)
     else:
-        _torchrun(cfg.nproc, argv, out_dir / "sweep.log")
+        _torchrun(cfg.nproc, [*sweep_argv(scfg), "--no-progress"], out_dir / "sweep.log")
     best = io.read_json(out_dir / "sweep" / "best.json")
     return best["final"] or best["search"]
 
@@ -178,7 +190,7 @@ def run_imagenet_point(cfg: ImageNetPointConfig, out_dir: str | Path, *, progres
     metrics = {"fid": float(best["fid"]), "is_mean": float(best["is_mean"]), "is_std": float(best["is_std"]),
                "final_loss": float(log.loss.tail(max(1, len(log) // 10)).mean()), "train_s": t1 - t0,
                "eval_s": time.perf_counter() - t1, "resumed_from_step": float(resumed)}
-    derived = {"cfg_scale": float(best["cfg"]), "ema": str(best["ema"]), "steps": int(log.step.iloc[-1])}
+    derived = {"cfg_scale": float(best["cfg_scale"]), "ema": str(best["ema"]), "steps": int(log.step.iloc[-1])}
     return finish_run(out_dir, cfg, metrics, kind="imagenet", derived=derived)
 
 

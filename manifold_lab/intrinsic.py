@@ -252,6 +252,8 @@ def register(sub) -> None:
 
 def _main(args) -> int:
     cfg = config_from_values(IdConfig, overrides_from_args(args, IdConfig), "flags")
+    if args.out is not None:
+        io.check_writable_file(args.out, "--out")
     rec = measure(cfg, args.samples)
     what = rec["of"] if rec["of"] != "z" else f"z at t={rec['t']:g}"
     where = f"{rec['dist']}, d={rec['d']} (k={rec['k']}), D={rec['D']}, n={rec['n']}"

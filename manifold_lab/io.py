@@ -114,3 +114,61 @@ def cache_dir(kind: str) -> Path:
         raise ValueError(f"cache kind {kind!r} is not one of {', '.join(CACHE_KINDS)}")
     root = os.environ.get("MANIFOLD_LAB_CACHE") or Path.home() / ".cache" / "manifold_lab"
     return Path(root) / kind
+
+
+# ---- outputs checked before any work -------------------------------------------------------------------
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in the existing folder ``folder`` (None if they can)."""
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f"{folder} is on a read-only filesystem"
+    except OSError:
+        pass
+    return f"{folder} is not writable (permission denied)"
+
+
+def _check_path(path, what: str) -> Path:
+    from manifold_lab.checks import ConfigError
+
+    if path is None or not str(path).strip():
+        raise ConfigError(f"{what} is empty; give a path")
+    path = Path(path)
+    anc = path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if anc != path:
+        why = _unwritable(anc)
+        if why:
+            raise ConfigError(f"{what} {path}: cannot be created, {why}")
+    return path
+
+
+def check_writable_dir(path, what: str = "--out") -> Path:
+    """An output folder, checked before any work: not empty, not a file, creatable or writable (a one-line
+    ConfigError naming the path and the reason: exists as a file, read-only, permission). Creates nothing."""
+    from manifold_lab.checks import ConfigError
+
+    path = _check_path(path, what)
+    if path.exists():
+        why = _unwritable(path)
+        if why:
+            raise ConfigError(f"{what} {path}: {why}")
+    return path
+
+
+def check_writable_file(path, what: str = "--out") -> Path:
+    """An output file, checked before any work: not empty, not a folder, its folder creatable or writable."""
+    from manifold_lab.checks import ConfigError
+
+    path = _check_path(path, what)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file name")
+    if path.exists():
+        why = _unwritable(path.parent)
+        if why or not os.access(path, os.W_OK):
+            raise ConfigError(f"{what} {path}: {why or 'the file is not writable (permission denied)'}")
+    return path

@@ -41,6 +41,7 @@ from torch import nn
 
 from manifold_lab import io, param, seeds
 from manifold_lab.checks import ConfigError, check_choice, check_positive
+from manifold_lab.config import check_numbers
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
 from manifold_lab.denoiser import Denoiser
 from manifold_lab.device import PRECISIONS, autocast, check_device, resolve_device
@@ -84,6 +85,7 @@ class ToyConfig:
     precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 or fp32
 
     def __post_init__(self):
+        check_numbers(self)
         check_dist(self.dist, self.d)
         ColumnOrthogonalEmbedding.check_dims(self.D, self.d)
         param.check_target("prediction target", self.pred)

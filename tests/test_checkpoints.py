@@ -156,21 +156,21 @@ def test_official_layout_samples_bit_identical_to_ours(tiny_name, tmp_path, caps
         for f in ("official.pth", "ours.pth"):
             net, den, _, _ = load_for_sampling(str(tmp_path / f), which)
             z0 = sample_noise(range(4), (3, 16, 16), den.noise_scale, seed=0)
-            fn = guided_velocity(den, net, torch.tensor([0, 1, 2, 0]), cfg=2.0, interval=(0.1, 1.0))
+            fn = guided_velocity(den, net, torch.tensor([0, 1, 2, 0]), cfg_scale=2.0, interval=(0.1, 1.0))
             outs.append(sample_ode(fn, z0, steps=3))
         assert torch.equal(outs[0], outs[1]) and outs[0].abs().max() > 0
     for f in ("official", "ours"):                                            # and through the CLI
-        assert main(["sample", "--checkpoint", str(tmp_path / f"{f}.pth"), "--num-samples", "3", "--cfg", "2.9",
+        assert main(["sample", "--checkpoint", str(tmp_path / f"{f}.pth"), "--n-samples", "3", "--cfg-scale", "2.9",
                      "--sample-steps", "3", "--out", str(tmp_path / f"s_{f}"), "--no-progress"]) == 0
     for i in range(3):
         a, b = (np.asarray(Image.open(tmp_path / f"s_{f}" / f"{i:06d}.png")) for f in ("official", "ours"))
         assert np.array_equal(a, b)
     capsys.readouterr()
-    assert main(["sample", "--checkpoint", str(tmp_path / "official.pth"), "--num-samples", "1", "--sample-steps",
+    assert main(["sample", "--checkpoint", str(tmp_path / "official.pth"), "--n-samples", "1", "--sample-steps",
                  "2", "--out", str(tmp_path / "s2"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"loaded ema1 weights from {tmp_path / 'official.pth'} (decay 0.9999; official JiT checkpoint: " \
-        "model_ema1, epoch 7 finished)" in out and "cfg 2.9 (checkpoint)" in out
+        "model_ema1, epoch 7 finished)" in out and "cfg_scale 2.9 (checkpoint)" in out
 
 
 def test_official_file_without_args_or_optimizer(tiny_name, tmp_path):
@@ -246,7 +246,7 @@ def test_twenty_random_corruptions_each_give_one_line(run, tmp_path, capsys):
     for k in range(20):
         bad = tmp_path / f"bad{k:02d}.pth"
         bad.write_bytes(_corrupt(data, rng, "truncate" if k % 2 else "flip"))
-        assert main(["sample", "--checkpoint", str(bad), "--num-samples", "1", "--out", str(tmp_path / "o")]) == 2
+        assert main(["sample", "--checkpoint", str(bad), "--n-samples", "1", "--out", str(tmp_path / "o")]) == 2
         reasons.append(_one_error_line(capsys, str(bad)))
     assert not (tmp_path / "o").exists()
     print("\n".join(reasons))

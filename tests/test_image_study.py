@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["image_pred_loss", "image_width", "image_patch", "image_bottleneck", "image_noise_shift"]
 # every run of the shrunken studies: a few steps on a few images
-TINY = dict(steps=3, batch_size=8, n_train=64, n_samples=16, sample_steps=2, feat_steps=3, warmup_steps=0)
+TINY = dict(steps=3, batch_size=8, n_train=64, n_samples=16, sample_steps=2, feat_steps=11, warmup_steps=0)
 
 
 @pytest.fixture(autouse=True)

@@ -40,15 +40,16 @@ def test_torchrun_two_processes_gloo(tmp_path):
     # class-balanced sampling split across the two ranks gives the single-process samples
     samples = tmp_path / "samples"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "manifold_lab", "sample", "--checkpoint",
-           str(out), "--num-samples", "6", "--sample-steps", "2", "--cfg", "2.0", "--batch-size", "2", "--out",
+           str(out), "--n-samples", "6", "--sample-steps", "2", "--cfg-scale", "2.0", "--batch-size", "2", "--out",
            str(samples), "--format", "both", "--no-progress"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"loaded ema1 weights from {out / 'checkpoint-last.pth'}" in proc.stdout
     from manifold_lab.evaluate.generate import generate_samples, load_for_sampling
     net, den, cfg, _ = load_for_sampling(str(out), "ema1")
-    single = generate_samples(net, den, out_dir=tmp_path / "single", num_samples=6, img_size=16, num_classes=3,
-                              cfg=2.0, sample_steps=2, batch_size=4, fmt="npz", progress=False)
+    from manifold_lab.sample import SamplingConfig
+    single = generate_samples(net, den, SamplingConfig(n_samples=6, cfg_scale=2.0, sample_steps=2, batch_size=4),
+                              out_dir=tmp_path / "single", img_size=16, num_classes=3, fmt="npz", progress=False)
     with np.load(samples / "samples.npz") as a, np.load(single / "samples.npz") as b:
         assert a["arr_0"].shape == (6, 16, 16, 3) and a["labels"].tolist() == [0, 0, 1, 1, 2, 2]
         assert np.abs(a["arr_0"].astype(int) - b["arr_0"].astype(int)).max() <= 1

@@ -24,7 +24,7 @@ SHRINK = {   # study -> --set arguments that leave one tiny point
                             "in_context_len: 0}}]"],
     "imagenet_ablation": [f"rung=[{TINY_RUNG}]", "nproc=2"],                  # torchrun: 2 gloo processes
 }
-COMMON = ["nproc=1", "epochs=2", "overrides={num_workers: 0}", "search_samples=6", "num_samples=9", "sample_steps=2",
+COMMON = ["nproc=1", "epochs=2", "overrides={num_workers: 0}", "search_samples=6", "n_samples=9", "sample_steps=2",
           "cfg_scales=[1.0, 2.0]", "emas=[ema1, ema2]", "feature_extractor=tiny", "sample_batch_size=4"]
 
 
@@ -51,7 +51,7 @@ def test_imagenet_study_runs_shrunken(name, data, tmp_path, monkeypatch):
     nproc = 2 if "nproc=2" in SHRINK[name] else 1
     steps = 2 * (12 // nproc // 4)                                           # 2 epochs of 12 images, batch 4
     row = summary.iloc[0]                      # derived settings are columns (config.json), not metrics
-    assert m["fid"] >= 0 and m["is_mean"] > 0 and row["num_samples"] == 9 and row["steps"] == steps
+    assert m["fid"] >= 0 and m["is_mean"] > 0 and row["n_samples"] == 9 and row["steps"] == steps
     assert not {"cfg", "cfg_scale", "ema", "steps"} & set(summary["metric"]) and row["ema"] in ("ema1", "ema2")
     run = study_dir / summary.run_id.iloc[0]
     sweep = pd.read_csv(run / "sweep" / "sweep.csv")

@@ -90,13 +90,13 @@ def test_guided_sampling_with_interval():
     net.eval()
     y = torch.tensor([0, 1, 2, 3])
     shape = (4, 3, 8, 8)
-    runs = {cfg: generate(den, net, shape, y=y, steps=5, cfg=cfg, interval=(0.1, 1.0),
+    runs = {cfg: generate(den, net, shape, y=y, steps=5, cfg_scale=cfg, interval=(0.1, 1.0),
                           generator=torch.Generator().manual_seed(0)) for cfg in (1.0, 3.0)}
     for out in runs.values():
         assert out.shape == shape and torch.isfinite(out).all()
     assert not torch.allclose(runs[1.0], runs[3.0])
     # outside the interval (t <= 0.1) the guided velocity is the conditional one; inside it is not
-    fn = guided_velocity(den, net, y, cfg=3.0, interval=(0.1, 1.0))
+    fn = guided_velocity(den, net, y, cfg_scale=3.0, interval=(0.1, 1.0))
     z = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     for t_val, same in ((0.05, True), (0.5, False)):
         t = torch.full((4,), t_val)

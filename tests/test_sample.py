@@ -54,7 +54,7 @@ def test_guidance_only_inside_interval():
         def forward(self, z, t, y):
             return (y.float() == 3).float()[:, None].expand_as(z)  # uncond -> 1, cond -> 0
 
-    fn = guided_velocity(den, Net(), torch.tensor([0, 1]), cfg=3.0, interval=(0.1, 0.5))
+    fn = guided_velocity(den, Net(), torch.tensor([0, 1]), cfg_scale=3.0, interval=(0.1, 0.5))
     z = torch.zeros(2, 4)
     inside = fn(z, torch.tensor([0.3, 0.3]))
     outside = fn(z, torch.tensor([0.7, 0.05]))

@@ -123,7 +123,7 @@ def test_a_requeued_imagenet_point_resumes_from_its_checkpoint(cluster, tmp_path
             "--set", "config=[jit_tiny_cpu]", "--set", "loss=[v]", "--set", "pred=[x]", "--set", f"data_path={data}",
             "--set", "epochs=150", "--set", f"model_args={json.dumps(TINY_MODEL_ARGS)}",
             "--set", "overrides={save_every_steps: 5, num_workers: 0, batch_size: 4}", "--set", "nproc=1",
-            "--set", "search_samples=6", "--set", "num_samples=6", "--set", "sample_steps=2",
+            "--set", "search_samples=6", "--set", "n_samples=6", "--set", "sample_steps=2",
             "--set", "cfg_scales=[1.0]", "--set", "emas=[ema1]", "--set", "feature_extractor=tiny"]
     proc = study(*args)
     partial = results / "imagenet_pred_loss" / ".jit_tiny_cpu-xpred-vloss-e150.partial"

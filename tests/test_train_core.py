@@ -121,17 +121,45 @@ def test_device_knob(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
 
 
+def config_dataclasses() -> dict[str, type]:
+    """Every dataclass of the package whose name ends in Config, found by importing each module."""
+    import importlib
+    import pkgutil
+
+    import manifold_lab
+
+    found = {}
+    for info in pkgutil.walk_packages(manifold_lab.__path__, "manifold_lab."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if name.endswith("Config") and dataclasses.is_dataclass(obj) and obj.__module__ == info.name:
+                found[name] = obj
+    return found
+
+
 def test_one_spelling_per_knob_across_the_configs():
-    fields = {cls.__name__: {f.name for f in dataclasses.fields(cls)}
-              for cls in (ToyConfig, ImageConfig, ImageNetConfig, TrainConfig)}
+    from manifold_lab.schedule import TimeSampler
+
+    classes = config_dataclasses()
+    assert {"ToyConfig", "ImageConfig", "ImageNetConfig", "TrainConfig", "SamplingConfig", "SweepConfig",
+            "ImageNetPointConfig", "IdConfig"} <= set(classes), sorted(classes)    # the walk finds them
+    fields = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in classes.items()}
+    fields["TimeSampler"] = {f.name for f in dataclasses.fields(TimeSampler)}
+    # "ema" (which weights to sample with) is an old spelling only where a config has ema_decays and no ema
+    old = set(RENAMED) - {"ema"}
     for name, names in fields.items():
-        assert not names & set(RENAMED), (name, names & set(RENAMED))   # no old spelling survives
-    shared = ("batch_size", "lr", "lr_schedule", "p_mean", "p_std", "t_eps", "ema_decays", "seed", "pred", "loss",
-              "precision", "device")
+        assert not names & old, (name, names & old)                      # no old spelling survives
+        assert not {"ema", "ema_decays"} <= names, name
+    shared = ("batch_size", "lr", "p_mean", "p_std", "t_eps", "ema_decays", "seed", "pred", "loss", "precision",
+              "device")
     for knob in shared:
-        assert knob in fields["ImageNetConfig"] and knob in fields["ToyConfig"], knob
-        assert knob in fields["ImageConfig"], knob
+        assert knob in fields["ImageNetConfig"] and knob in fields["ToyConfig"] and knob in fields["ImageConfig"], knob
+    assert "lr_schedule" in fields["ToyConfig"] & fields["ImageConfig"] & fields["ImageNetConfig"]
     assert {"hidden_size", "depth"} <= fields["ToyConfig"] & fields["ImageConfig"]
+    assert {"cfg_scale", "n_samples", "ema", "batch_size"} <= fields["SamplingConfig"]
+    assert {"n_samples", "cfg_scales", "emas"} <= fields["ImageNetPointConfig"]
 
 
 @pytest.mark.gpu
@@ -145,5 +173,5 @@ def test_toy_and_image_runs_on_cuda(tmp_path):
     again = run_toy(ToyConfig(D=16, steps=200, n_samples=300, device="cuda"), tmp_path / "toy2", progress=False)
     assert again["nn_dist"] == pytest.approx(m["nn_dist"], rel=1e-3)     # seeded: repeatable on one device
     img = run_image_point(ImageConfig(patch_size=2, hidden_size=16, depth=1, steps=20, batch_size=16, n_train=256,
-                                      n_samples=32, sample_steps=2, feat_steps=5, device="cuda"), tmp_path / "img")
+                                      n_samples=32, sample_steps=2, feat_steps=11, device="cuda"), tmp_path / "img")
     assert img["fd_feat"] < float("inf")

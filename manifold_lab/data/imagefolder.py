@@ -31,23 +31,27 @@ class BadImageError(RuntimeError):
     """An image file could not be read or decoded."""
 
 
-def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
+def center_crop_arr(pil_image: Image.Image, img_size: int) -> Image.Image:
     """ADM centre crop: halve with BOX while the short side >= 2 * size, BICUBIC-resize the short side
-    to ``image_size``, then crop the centre ``image_size`` square."""
-    while min(*pil_image.size) >= 2 * image_size:
+    to ``img_size``, then crop the centre ``img_size`` square."""
+    while min(*pil_image.size) >= 2 * img_size:
         pil_image = pil_image.resize(tuple(s // 2 for s in pil_image.size), resample=Image.BOX)
-    scale = image_size / min(*pil_image.size)
+    scale = img_size / min(*pil_image.size)
     pil_image = pil_image.resize(tuple(round(s * scale) for s in pil_image.size), resample=Image.BICUBIC)
     arr = np.asarray(pil_image)
-    top = (arr.shape[0] - image_size) // 2
-    left = (arr.shape[1] - image_size) // 2
-    return Image.fromarray(arr[top:top + image_size, left:left + image_size])
+    top = (arr.shape[0] - img_size) // 2
+    left = (arr.shape[1] - img_size) // 2
+    return Image.fromarray(arr[top:top + img_size, left:left + img_size])
 
 
 def _walk_images(folder: Path) -> list[str]:
-    """Every image file under ``folder`` (recursive, following links), sorted by path."""
-    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder, followlinks=True) for f in files
-                  if f.lower().endswith(IMG_EXTENSIONS))
+    """Every image file under ``folder`` (recursive, following links), sorted by path. A sub-folder that
+    cannot be read is a one-line PermissionError naming it (not a silently smaller data set)."""
+    def refuse(e: OSError):
+        raise PermissionError(f"cannot read folder {e.filename}: {e.strerror}") from None
+
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder, onerror=refuse, followlinks=True)
+                  for f in files if f.lower().endswith(IMG_EXTENSIONS))
 
 
 def _check_folder(root) -> Path:
@@ -56,6 +60,8 @@ def _check_folder(root) -> Path:
         raise ConfigError("no data folder given (set data_path / --data-path to an image folder)")
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} does not exist (expected root/<class>/<image> files)")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise PermissionError(f"cannot read data folder {root}: permission denied")
     return root
 
 
@@ -84,14 +90,14 @@ def scan_image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[st
     return classes, samples
 
 
-def load_image(path: str, image_size: int) -> torch.Tensor:
+def load_image(path: str, img_size: int) -> torch.Tensor:
     """Read one image as RGB, ADM-centre-crop it, return uint8 (3, size, size). Raises BadImageError."""
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
     except Exception as e:  # PIL raises many types for truncated or non-image files
         raise BadImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
-    arr = np.asarray(center_crop_arr(im, image_size))
+    arr = np.asarray(center_crop_arr(im, img_size))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
@@ -102,10 +108,23 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     item, which :func:`collate_skip_none` drops from its batch.
     """
 
-    def __init__(self, root: str | os.PathLike, image_size: int, *, bad_images: str = "error"):
+    def __init__(self, root: str | os.PathLike, img_size: int, *, bad_images: str = "error"):
         check_choice("bad_images", bad_images, ("error", "skip"))
-        self.root, self.image_size, self.bad_images = str(root), int(image_size), bad_images
+        self.root, self.img_size, self.bad_images = str(root), int(img_size), bad_images
         self.classes, self.samples = scan_image_folder(root)
+        if bad_images == "skip":
+            self._check_something_decodes()
+
+    def _check_something_decodes(self) -> None:
+        """With bad_images "skip": decode until the first readable image; none at all is a one-line error."""
+        for path, _ in self.samples:
+            try:
+                load_image(path, self.img_size)
+                return
+            except BadImageError:
+                continue
+        raise BadImageError(f"none of the {len(self.samples)} images under {self.root} can be read "
+                            f"(first: {self.samples[0][0]})")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -117,7 +136,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         path, label = self.samples[i]
         try:
-            return load_image(path, self.image_size), label
+            return load_image(path, self.img_size), label
         except BadImageError as e:
             if self.bad_images == "skip":
                 log.warning("skipping unreadable image %s", path)

@@ -4,8 +4,8 @@
 (``skimage/data``), all free of copyright restrictions (see :data:`PHOTOS` for each one's licence note,
 quoted from scikit-image's docstrings). From them we cut seeded random square crops: a window of side
 ``s`` (log-uniform between ``min_side`` and ``max_side`` source pixels) at a uniformly random position,
-flipped left-right with probability 1/2, and resized to ``size`` x ``size`` with a box (area) filter.
-The crops are made once per (n, size, seed, version) and cached as a compressed ``.npz`` under
+flipped left-right with probability 1/2, and resized to ``img_size`` x ``img_size`` with a box (area) filter.
+The crops are made once per (n, img_size, seed, version) and cached as a compressed ``.npz`` under
 ``$MANIFOLD_LAB_CACHE/real_images`` (default ``~/.cache/manifold_lab/real_images``).
 
 A *low-resolution* copy of the same set is made by :func:`downsample` (box filter), so a study can compare
@@ -65,27 +65,27 @@ def load_photos(names=None) -> dict[str, np.ndarray]:
     return out
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (h, w, 3) -> uint8 (size, size, 3) with a box (area-averaging) filter."""
+def _resize(img: np.ndarray, img_size: int) -> np.ndarray:
+    """uint8 (h, w, 3) -> uint8 (img_size, img_size, 3) with a box (area-averaging) filter."""
     from PIL import Image
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BOX))
+    return np.asarray(Image.fromarray(img).resize((img_size, img_size), Image.Resampling.BOX))
 
 
-def make_crops(photos: dict[str, np.ndarray], n: int, size: int, seed: int, *, min_side: int = 48,
+def make_crops(photos: dict[str, np.ndarray], n: int, img_size: int, seed: int, *, min_side: int = 48,
                max_side: int = 192) -> tuple[np.ndarray, np.ndarray]:
-    """n seeded random crops of the photographs, resized to size x size.
+    """n seeded random crops of the photographs, resized to img_size x img_size.
 
     Each crop picks a photograph uniformly, a side s log-uniform in [min_side, max_side] (capped by the
     photograph), a uniform position and a left-right flip with probability 1/2.
-    Returns (images uint8 (n, 3, size, size), source index int64 (n,) into the order of ``photos``).
+    Returns (images uint8 (n, 3, img_size, img_size), source index int64 (n,) into the order of ``photos``).
     """
     check_positive("n", n, integer=True)
-    check_positive("size", size, integer=True)
+    check_positive("img_size", img_size, integer=True)
     rng = np.random.default_rng(seed)
     arrays = list(photos.values())
     src = rng.integers(len(arrays), size=n)
     sides = np.exp(rng.uniform(np.log(min_side), np.log(max_side), size=n))
-    out = np.empty((n, size, size, 3), np.uint8)
+    out = np.empty((n, img_size, img_size, 3), np.uint8)
     for i in range(n):
         img = arrays[src[i]]
         h, w = img.shape[:2]
@@ -94,35 +94,35 @@ def make_crops(photos: dict[str, np.ndarray], n: int, size: int, seed: int, *, m
         crop = img[top:top + s, left:left + s]
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
-        out[i] = _resize(np.ascontiguousarray(crop), size)
+        out[i] = _resize(np.ascontiguousarray(crop), img_size)
     return out.transpose(0, 3, 1, 2).copy(), src.astype(np.int64)
 
 
-def shipped_crops(n: int = 20000, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The cached shipped set: (images uint8 (n, 3, size, size), source index (n,)). Made on first call."""
-    path = cache_dir() / f"skimage-photos-v{CROP_VERSION}-n{n}-px{size}-seed{seed}.npz"
+def shipped_crops(n: int = 20000, img_size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The cached shipped set: (images uint8 (n, 3, img_size, img_size), source index (n,)). Made on first call."""
+    path = cache_dir() / f"skimage-photos-v{CROP_VERSION}-n{n}-px{img_size}-seed{seed}.npz"
     if path.is_file():
         with np.load(path) as f:
             return f["images"], f["source"]
-    images, source = make_crops(load_photos(), n, size, seed)
+    images, source = make_crops(load_photos(), n, img_size, seed)
     save_npz(path, images=images, source=source)
     return images, source
 
 
-def load_image_folder(path, size: int, *, max_images: int | None = None) -> np.ndarray:
-    """Every image under ``path`` (ImageFolder or flat, recursive, sorted), ADM-centre-cropped to size x size,
-    as uint8 (N, 3, size, size): the same scanner and crop as the ImageNet trainer."""
+def load_image_folder(path, img_size: int, *, max_images: int | None = None) -> np.ndarray:
+    """Every image under ``path`` (ImageFolder or flat, recursive, sorted), ADM-centre-cropped to img_size x img_size,
+    as uint8 (N, 3, img_size, img_size): the same scanner and crop as the ImageNet trainer."""
     files = list_images(path)[:max_images]
     if not files:
         raise FileNotFoundError(f"no images under {path} (max_images={max_images})")
-    return torch.stack([load_image(f, size) for f in files]).numpy()
+    return torch.stack([load_image(f, img_size) for f in files]).numpy()
 
 
 def downsample(images: np.ndarray, factor: int) -> np.ndarray:
     """Box-filter downsampling of uint8 (N, C, H, W) by an integer factor (H, W divisible by it)."""
     n, c, h, w = images.shape
     if h % factor or w % factor:
-        raise ConfigError(f"image size {h}x{w} is not divisible by the downsampling factor {factor}")
+        raise ConfigError(f"image img_size {h}x{w} is not divisible by the downsampling factor {factor}")
     x = images.reshape(n, c, h // factor, factor, w // factor, factor).astype(np.float32).mean((3, 5))
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
@@ -156,6 +156,9 @@ class ImageSet:
         return hashlib.sha1(np.ascontiguousarray(self.train).tobytes()).hexdigest()[:12]
 
 
+MIN_FOLDER_IMAGES = 2    # one to train on, one for the reference split
+
+
 def make_image_set(source: str, img_size: int, *, n_train: int = 20000, n_ref: int = 2000, base_size: int = 32,
                    seed: int = 0) -> ImageSet:
     """Build a train/reference split at ``img_size`` pixels.
@@ -167,11 +170,14 @@ def make_image_set(source: str, img_size: int, *, n_train: int = 20000, n_ref: i
     """
     if source == "skimage":
         if base_size % img_size:
-            raise ConfigError(f"img_size {img_size} must divide the crop size base_size {base_size}")
+            raise ConfigError(f"img_size {img_size} must divide the crop img_size base_size {base_size}")
         images, _ = shipped_crops(n_train + n_ref, base_size, seed)
         images = downsample(images, base_size // img_size) if img_size != base_size else images
         return ImageSet(images[:n_train], images[n_train:], name=f"skimage-photos-px{img_size}")
     images = load_image_folder(source, img_size)
+    if len(images) < MIN_FOLDER_IMAGES:
+        raise ConfigError(f"image folder {source} holds {len(images)} image(s); an image run needs at least "
+                          f"{MIN_FOLDER_IMAGES} (a training and a reference split)")
     images = images[np.random.default_rng(seed).permutation(len(images))]
     k = min(n_ref, max(1, len(images) // 5))
     return ImageSet(images[:-k], images[-k:], name=f"folder:{Path(source).name}-px{img_size}")

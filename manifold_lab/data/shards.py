@@ -252,12 +252,12 @@ class ShardDataset(torch.utils.data.Dataset):
     """Items are (uint8 image (3, S, S), class index), as ImageFolderDataset's, read from memory-mapped
     shards (each worker maps a shard the first time it needs it; pickling drops the maps)."""
 
-    def __init__(self, root, image_size: int):
-        self.root, self.image_size = Path(root), int(image_size)
+    def __init__(self, root, img_size: int):
+        self.root, self.img_size = Path(root), int(img_size)
         m = read_manifest(root)
-        if m["img_size"] != self.image_size:
-            raise ConfigError(f"{root} holds {m['img_size']} px images but img_size is {self.image_size}; "
-                              f"write a {self.image_size} px set with prepare-data --img-size {self.image_size}")
+        if m["img_size"] != self.img_size:
+            raise ConfigError(f"{root} holds {m['img_size']} px images but img_size is {self.img_size}; "
+                              f"write a {self.img_size} px set with prepare-data --img-size {self.img_size}")
         self.manifest, self.classes = m, list(m["classes"])
         self.labels = np.load(self.root / LABELS)                              # int64 (N,)
         self.files = [s["file"] for s in m["shards"]]
@@ -312,6 +312,13 @@ def register(subparsers) -> None:
 
 
 def _main(args) -> int:
+    from manifold_lab.io import check_writable_dir
+
+    for name in ("img_size", "shard_size"):
+        check_positive("--" + name.replace("_", "-"), getattr(args, name), integer=True)
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0 (0: this process), got {args.workers}")
+    check_writable_dir(args.out, "--out")
     m = prepare_data(args.data_path, args.out, args.img_size, shard_size=args.shard_size, workers=args.workers,
                      bad_images=args.bad_images, progress=not args.no_progress)
     print(f"{args.out}: {m['num_images']} images, {len(m['classes'])} classes, {len(m['shards'])} shards, "

@@ -118,37 +118,96 @@ def _extractor(kw: dict):
     from torch_fidelity.utils import create_feature_extractor
 
     layers = sorted({kw["feature_layer_fid"], kw["feature_layer_isc"]})
-    return create_feature_extractor(kw["feature_extractor"], layers, **kw)
+    return create_feature_extractor(kw["feature_extractor"], layers, **{**kw, "verbose": False})
 
 
 # ---- reference statistics ----------------------------------------------------------------------------
-class _CroppedImages(torch.utils.data.Dataset):
-    """Every image file under a folder (recursively), ADM-centre-cropped to uint8 (3, S, S)."""
+class _FileImages(torch.utils.data.Dataset):
+    """Image files as uint8 (3, S, S): ADM-centre-cropped to ``img_size``, or as stored (``img_size`` None,
+    e.g. sample PNGs). bad_images "error": an unreadable file is a one-line BadImageError naming it; "skip":
+    it is named in a warning and its item is None (dropped by :func:`_extract`)."""
 
-    def __init__(self, root, image_size: int, max_images: int | None = None):
-        from manifold_lab.data.imagefolder import list_images
+    def __init__(self, files: list[str], img_size: int | None = None, bad_images: str = "error"):
+        from manifold_lab.checks import check_choice
 
-        self.files = list_images(root)[:max_images]
-        self.image_size = image_size
+        self.files, self.img_size = files, img_size
+        self.bad_images = check_choice("bad_images", bad_images, ("error", "skip"))
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        from manifold_lab.data.imagefolder import load_image
-        return load_image(self.files[i], self.image_size)
+        from manifold_lab.data.imagefolder import BadImageError, load_image
+
+        path = self.files[i]
+        try:
+            if self.img_size:
+                return load_image(path, self.img_size)
+            return _read_as_stored(path)
+        except BadImageError as e:
+            if self.bad_images == "skip":
+                print(f"warning: skipping unreadable image {path}", flush=True)
+                return None
+            raise BadImageError(f"{e} (pass --bad-images skip to skip unreadable images)") from None
+
+
+def _read_as_stored(path: str) -> torch.Tensor:
+    """One image file as uint8 (3, H, W), RGB; BadImageError naming the file if it cannot be decoded."""
+    from PIL import Image
+
+    from manifold_lab.data.imagefolder import BadImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except Exception as e:  # noqa: BLE001  (PIL raises many types for truncated or non-image files)
+        raise BadImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _stack_kept(items):
+    kept = [x for x in items if x is not None]
+    return torch.stack(kept) if kept else None
+
+
+def _extract(data, fe, kw: dict, verbose: bool = False) -> dict:
+    """{layer: (N, D) features} of the images of ``data`` (torch-fidelity's extraction loop; the items a
+    skipping dataset returns as None are left out). No readable image is a one-line ConfigError."""
+    from manifold_lab.checks import ConfigError
+
+    loader = torch.utils.data.DataLoader(data, batch_size=max(1, min(kw["batch_size"], len(data))),
+                                         collate_fn=_stack_kept, num_workers=0)
+    out: dict = {}
+    with torch.no_grad():
+        for batch in loader:
+            if batch is None:
+                continue
+            feats = fe.convert_features_tuple_to_dict(fe(batch.cuda() if kw["cuda"] else batch))
+            for k, v in feats.items():
+                out.setdefault(k, []).append(v.cpu())
+    if not out:
+        where = Path(data.files[0]).parent if getattr(data, "files", None) else "the input"
+        raise ConfigError(f"none of the {len(data)} images under {where} could be read")
+    return {k: torch.cat(v) for k, v in out.items()}
 
 
 class _NpzImages(torch.utils.data.Dataset):
     """The images of a samples npz (arr_0: (N, H, W, 3) uint8, the ADM / `sample --format npz` layout)."""
 
     def __init__(self, path):
-        with np.load(path) as z:
+        from manifold_lab.checks import ConfigError
+
+        try:
+            z = np.load(path)
+        except Exception as e:  # noqa: BLE001  (np.load raises many kinds on damaged input)
+            raise ConfigError(f"cannot read samples {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        with z:
             if "arr_0" not in z:
-                raise ValueError(f"{path} has no arr_0 (N, H, W, 3) uint8 array; it has {', '.join(z.files)}")
+                raise ConfigError(f"{path} has no arr_0 (N, H, W, 3) uint8 array; it has "
+                                  f"{', '.join(z.files) or 'none'}")
             self.arr = z["arr_0"]
         if self.arr.ndim != 4 or self.arr.shape[-1] != 3 or self.arr.dtype != np.uint8:
-            raise ValueError(f"{path}: arr_0 must be (N, H, W, 3) uint8, got {self.arr.shape} {self.arr.dtype}")
+            raise ConfigError(f"{path}: arr_0 must be (N, H, W, 3) uint8, got {self.arr.shape} {self.arr.dtype}")
 
     def __len__(self):
         return len(self.arr)
@@ -165,23 +224,25 @@ def stats_from_features(features: torch.Tensor) -> dict:
     return {"mu": np.asarray(s["mu"], dtype=np.float32), "sigma": np.asarray(s["sigma"], dtype=np.float64)}
 
 
-def prepare_ref(image_dir, out_path, *, image_size: int, kind: str = "inception", weights: str | None = None,
-                batch_size: int = 64, max_images: int | None = None, verbose: bool = True) -> Path:
+def prepare_ref(image_dir, out_path, *, img_size: int, kind: str = "inception", weights: str | None = None,
+                batch_size: int = 64, max_images: int | None = None, bad_images: str = "error",
+                verbose: bool = True) -> Path:
     """Centre-crop every image under image_dir, extract FID features, write an npz: mu float32 (D,), sigma
     float64 (D, D) (D = 2048 for Inception: what LTH14's torch-fidelity reads with np.load(f)['mu'] /
-    ['sigma'] and checks dtype by dtype), plus extractor, image_size and num_images (ignored there)."""
-    from torch_fidelity.utils import get_featuresdict_from_dataset
+    ['sigma'] and checks dtype by dtype), plus extractor, img_size and num_images (ignored there).
+    bad_images "skip" leaves unreadable files out (each named in a warning)."""
+    from manifold_lab.data.imagefolder import list_images
 
     kw = fidelity_kwargs(kind, weights, batch_size=batch_size, verbose=verbose)
-    data = _CroppedImages(image_dir, image_size, max_images)
-    fe = _extractor(kw)
-    feats = get_featuresdict_from_dataset(data, fe, batch_size, kw["cuda"], True, verbose)
+    data = _FileImages(list_images(image_dir)[:max_images], img_size, bad_images)
+    feats = _extract(data, _extractor(kw), kw, verbose)
     stats = stats_from_features(feats[kw["feature_layer_fid"]])
+    n_images = int(feats[kw["feature_layer_fid"]].shape[0])
 
     def w(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, mu=stats["mu"].astype(np.float32), sigma=stats["sigma"].astype(np.float64),
-                     extractor=kind, image_size=image_size, num_images=len(data))
+                     extractor=kind, img_size=img_size, num_images=n_images)
     return atomic_write(out_path, w)
 
 
@@ -235,13 +296,12 @@ def load_ref_stats(path) -> dict:
 
 # ---- evaluation --------------------------------------------------------------------------------------
 def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights: str | None = None,
-                    batch_size: int = 64, isc_splits: int = 10, verbose: bool = False) -> dict:
+                    batch_size: int = 64, isc_splits: int = 10, bad_images: str = "error",
+                    verbose: bool = False) -> dict:
     """FID (against ``ref_stats``: an npz path or a {mu, sigma} dict) and IS of the PNGs in samples_dir.
     IS is averaged over ``isc_splits`` splits (the paper's 10), or one per sample where there are fewer."""
     from torch_fidelity.metric_fid import fid_statistics_to_metric
     from torch_fidelity.metric_isc import isc_featuresdict_to_metric
-    from torch_fidelity.utils import extract_featuresdict_from_input_id
-
     kw = fidelity_kwargs(kind, weights, batch_size=batch_size, verbose=verbose)   # weights first
     ref = load_ref_stats(ref_stats) if not isinstance(ref_stats, dict) else \
         {"mu": np.asarray(ref_stats["mu"], np.float32), "sigma": np.asarray(ref_stats["sigma"], np.float64)}
@@ -249,12 +309,11 @@ def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights:
     if samples_dir.suffix == ".npz" and samples_dir.is_file():
         source = _NpzImages(samples_dir)
     elif samples_dir.is_dir() and any(samples_dir.glob("*.png")):
-        source = str(samples_dir)
+        source = _FileImages(sorted(str(p) for p in samples_dir.glob("*.png")), None, bad_images)
     else:
         raise FileNotFoundError(f"no PNG samples in {samples_dir} (give a folder of PNGs or a samples .npz)")
-    kw.update(input1=source, isc_splits=isc_splits)
-    fe = _extractor(kw)
-    feats = extract_featuresdict_from_input_id(1, fe, **kw)
+    kw.update(isc_splits=isc_splits)
+    feats = _extract(source, _extractor(kw), kw, verbose)
     kw["isc_splits"] = max(1, min(isc_splits, feats[kw["feature_layer_isc"]].shape[0]))   # no empty split
     isc = isc_featuresdict_to_metric(feats, kw["feature_layer_isc"], **kw)
     stats = stats_from_features(feats[kw["feature_layer_fid"]])
@@ -276,6 +335,11 @@ def add_extractor_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-batch-size", type=int, default=64)
 
 
+def _add_bad_images_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bad-images", default="error", choices=("error", "skip"),
+                   help="error: stop with the path; skip: name the unreadable image in a warning and leave it out")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("fid", help="FID and IS of a folder of sample PNGs against reference statistics",
                               allow_abbrev=False)
@@ -284,6 +348,7 @@ def register(subparsers) -> None:
                    "fid_stats/jit_in256_stats.npz / jit_in512_stats.npz)")
     p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
     add_extractor_flags(p)
+    _add_bad_images_flag(p)
     p.set_defaults(func=_main_fid)
 
     q = subparsers.add_parser("prepare-ref", help="build FID reference statistics from an image folder",
@@ -293,12 +358,26 @@ def register(subparsers) -> None:
     q.add_argument("--out", required=True, help="output npz (mu, sigma)")
     q.add_argument("--max-images", type=int, default=None)
     add_extractor_flags(q)
+    _add_bad_images_flag(q)
     q.set_defaults(func=_main_ref)
 
 
+def _check_counts(args, names) -> None:
+    from manifold_lab.checks import check_positive
+
+    for name in names:
+        if getattr(args, name) is not None:
+            check_positive("--" + name.replace("_", "-"), getattr(args, name), integer=True)
+
+
 def _main_fid(args) -> int:
+    from manifold_lab.io import check_writable_file
+
+    _check_counts(args, ("fid_batch_size",))
+    if args.out is not None:
+        check_writable_file(args.out, "--out")
     m = evaluate_folder(args.samples, args.ref, kind=args.feature_extractor, weights=args.inception_weights,
-                        batch_size=args.fid_batch_size, verbose=True)
+                        batch_size=args.fid_batch_size, bad_images=args.bad_images, verbose=True)
     print(f"reference: {describe_ref_stats(args.ref)}")
     print(f"FID {m['fid']:.4f}  IS {m['is_mean']:.2f} ± {m['is_std']:.2f}  ({m['num_samples']} samples)")
     if args.out:
@@ -307,7 +386,12 @@ def _main_fid(args) -> int:
 
 
 def _main_ref(args) -> int:
-    out = prepare_ref(args.data_path, args.out, image_size=args.img_size, kind=args.feature_extractor,
-                      weights=args.inception_weights, batch_size=args.fid_batch_size, max_images=args.max_images)
+    from manifold_lab.io import check_writable_file
+
+    _check_counts(args, ("fid_batch_size", "img_size", "max_images"))
+    check_writable_file(args.out, "--out")
+    out = prepare_ref(args.data_path, args.out, img_size=args.img_size, kind=args.feature_extractor,
+                      weights=args.inception_weights, batch_size=args.fid_batch_size, max_images=args.max_images,
+                      bad_images=args.bad_images)
     print(f"wrote reference statistics {out}")
     return 0

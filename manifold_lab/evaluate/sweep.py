@@ -4,29 +4,37 @@
         --emas ema1 ema2 --out runs/b16/sweep
     torchrun --nproc_per_node=8 -m manifold_lab sweep ...          (sampling split across ranks)
 
-Writes ``sweep.csv`` / ``sweep.parquet`` (one row per evaluated choice: stage, ema, decay, cfg,
-num_samples, fid, is_mean, is_std) and ``sweep.png``. Resumable: choices already in the table are skipped,
+Writes ``sweep.csv`` / ``sweep.parquet`` (one row per evaluated choice: stage, ema, decay, cfg_scale,
+n_samples, fid, is_mean, is_std) and ``sweep.png``. Resumable: choices already in the table are skipped,
 and a half-written sample folder is completed. Sample folders are deleted after evaluation unless
 ``--keep-samples``.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from manifold_lab.checks import ConfigError
-from manifold_lab.evaluate.fid import (add_extractor_flags, describe_ref_stats, evaluate_folder, fidelity_kwargs,
+from manifold_lab.checks import ConfigError, check_choice, check_positive
+from manifold_lab.config import (add_config_flags, check_numbers, config_from_values, config_to_flags,
+                                 overrides_from_args)
+from manifold_lab.evaluate.fid import (EXTRACTORS, describe_ref_stats, evaluate_folder, fidelity_kwargs,
                                        load_ref_stats)
-from manifold_lab.evaluate.generate import add_sampling_flags, generate_samples, net_for_sampling, resolve_sampling
-from manifold_lab.io import save_figure, save_table, write_json
+from manifold_lab.evaluate.generate import (add_checkpoint_flag, generate_samples, net_for_sampling,
+                                            resolve_sampling, sampling_from_args)
+from manifold_lab.io import check_writable_dir, save_figure, save_table, write_json
 from manifold_lab.plots.sweep import plot_sweep
+from manifold_lab.sample import SamplingConfig, check_ema
 from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train import distributed as dist_mod
 
-COLUMNS = ["stage", "ema", "decay", "cfg", "num_samples", "fid", "is_mean", "is_std"]
+COLUMNS = ["stage", "ema", "decay", "cfg_scale", "n_samples", "fid", "is_mean", "is_std"]
+SEARCHED = ("ema", "cfg_scale", "n_samples")   # the sampling fields the sweep sets itself
 
 
 def parse_scales(text: str) -> list[float]:
@@ -34,13 +42,56 @@ def parse_scales(text: str) -> list[float]:
     try:
         if ":" in text:
             a, b, s = (float(v) for v in text.split(":"))
-            if s <= 0 or b < a:
+            if not (s > 0 and b >= a and math.isfinite(a + b + s)):
                 raise ValueError
             return [round(a + k * s, 4) for k in range(int(np.floor((b - a) / s + 1e-6)) + 1)]
         return [round(float(v), 4) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ConfigError(f"--cfg-scales takes 'a,b,c' or 'start:stop:step' (start <= stop, step > 0), "
+        raise ConfigError(f"cfg_scales takes 'a,b,c' or 'start:stop:step' (start <= stop, step > 0), "
                           f"got {text!r}") from None
+
+
+@dataclass
+class SweepConfig:
+    """The paper's evaluation: every (EMA, CFG scale) on ``search_samples``, then the best on ``final_samples``."""
+
+    checkpoint: str = ""        # checkpoint file, or a run folder (its checkpoint-last.pth)
+    ref: str = ""               # reference statistics npz (prepare-ref, or the official fid_stats/jit_in256_stats.npz)
+    out: str = ""               # sweep folder (table, plot, temporary samples)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # everything but ema, cfg_scale, n_samples
+    cfg_scales: str | list = "1.0:4.0:0.1"  # 'a,b,c', 'start:stop:step' or a list (paper: 1.0-4.0)
+    emas: list = field(default_factory=lambda: ["ema1", "ema2"])  # the weights searched: ema1, ema2, model, a decay
+    search_samples: int = 8000  # samples per searched choice (the paper: 8K)
+    final_samples: int = 50000  # samples of the best choice's final evaluation (0: skip it)
+    keep_samples: bool = False  # keep the sample folders after evaluation
+    feature_extractor: str = "inception"  # inception (the paper's FID), or tiny (a test stand-in, not a FID)
+    inception_weights: str = ""  # local Inception weights file (or MANIFOLD_LAB_INCEPTION_WEIGHTS)
+    fid_batch_size: int = 64    # feature-extraction batch
+
+    def __post_init__(self):
+        check_numbers(self)
+        if isinstance(self.cfg_scales, str):
+            self.cfg_scales = parse_scales(self.cfg_scales)
+        scales = self.cfg_scales
+        if not (isinstance(scales, list) and scales and all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                for w in scales)):
+            raise ConfigError(f"cfg_scales must be finite numbers >= 0, got {scales!r}")
+        if not isinstance(self.emas, list) or not self.emas:
+            raise ConfigError(f"emas must be a list such as [ema1, ema2], got {self.emas!r}")
+        self.emas = [check_ema(e, "emas") for e in self.emas]
+        check_positive("search_samples", self.search_samples, integer=True)
+        check_positive("fid_batch_size", self.fid_batch_size, integer=True)
+        if self.final_samples < 0:
+            raise ConfigError(f"final_samples must be an integer >= 0 (0: skip), got {self.final_samples!r}")
+        check_choice("feature extractor", self.feature_extractor, EXTRACTORS)
+
+    def check_paths(self) -> None:
+        """The checkpoint, ref and out are given and out is a writable folder (before any work)."""
+        for name in ("checkpoint", "ref", "out"):
+            if not str(getattr(self, name)).strip():
+                raise ConfigError(f"--{name} is required")
+        check_writable_dir(self.out, "--out")
 
 
 def _ema_decay(state_cfg: dict, ema: str) -> float | str:
@@ -50,76 +101,95 @@ def _ema_decay(state_cfg: dict, ema: str) -> float | str:
     return "none" if ema == "model" else ema
 
 
-def _inputs(args, info: dist_mod.DistInfo):
-    """(reference stats, checkpoint state, its file), checked before any sampling; unset sampling flags
-    filled from the checkpoint's recommendations (official args) or the defaults, and said."""
-    ref = load_ref_stats(args.ref)
-    fidelity_kwargs(args.feature_extractor, args.inception_weights)   # the weights file exists
-    state, path = ckpt_mod.load_checkpoint(args.checkpoint)           # read (and checked) once
+def _inputs(cfg: SweepConfig, info: dist_mod.DistInfo, use: Iterable[str]):
+    """(reference stats, checkpoint state, its file, the sampling config), checked before any sampling; the
+    sampling fields of ``use`` filled from the checkpoint's recommendations (official args), and said."""
+    cfg.check_paths()
+    ref = load_ref_stats(cfg.ref)
+    fidelity_kwargs(cfg.feature_extractor, cfg.inception_weights or None)   # the weights file exists
+    state, path = ckpt_mod.load_checkpoint(cfg.checkpoint)           # read (and checked) once
     state.pop("optimizer", None)
-    line = resolve_sampling(args, state["meta"]["sampling"], names=("interval", "sample_steps", "solver"))
+    scfg, line = resolve_sampling(cfg.sampling, state["meta"]["sampling"], [n for n in use if n not in SEARCHED])
     if info.is_main:
         for note in state["meta"]["notes"]:
             print(f"note: {note}")
-        print(f"checkpoint {path}; reference {describe_ref_stats(args.ref)}; {line}", flush=True)
-    return ref, state, path
+        print(f"checkpoint {path}; reference {describe_ref_stats(cfg.ref)}; {line}", flush=True)
+    return ref, state, path, scfg
 
 
-def run_sweep(args, info: dist_mod.DistInfo) -> "object":
-    import pandas as pd
+class _Sweep:
+    """The state of one sweep: its inputs and the table rows done so far (resumed from sweep.csv)."""
 
-    out = Path(args.out)
-    table = out / "sweep.csv"
-    ref, state, path = _inputs(args, info)
-    scales = parse_scales(args.cfg_scales)
-    done = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=COLUMNS)
-    rows = done.to_dict("records")
+    def __init__(self, cfg: SweepConfig, info, use: Iterable[str], progress: bool):
+        import pandas as pd
 
-    def evaluate(stage: str, ema: str, w: float, n: int) -> None:
-        if any(r["stage"] == stage and r["ema"] == ema and np.isclose(r["cfg"], w) and r["num_samples"] == n
-               for r in rows):
+        self.cfg, self.info, self.progress, self.out = cfg, info, progress, Path(cfg.out)
+        self.ref, self.state, self.path, self.sampling = _inputs(cfg, info, use)
+        table = self.out / "sweep.csv"
+        self.rows = pd.read_csv(table).to_dict("records") if table.exists() else []
+
+    def done(self, stage: str, ema: str, w: float, n: int) -> bool:
+        return any(r["stage"] == stage and r["ema"] == ema and np.isclose(r["cfg_scale"], w) and r["n_samples"] == n
+                   for r in self.rows)
+
+    def evaluate(self, stage: str, ema: str, w: float, n: int) -> None:
+        """Sample ``n`` with weights ``ema`` at scale ``w``, score them, add the row (skipped if done)."""
+        if self.done(stage, ema, w, n):
             return
-        net, den, cfg = net_for_sampling(state, ema, info.device, path)
-        folder = out / f"samples-{stage}-{ema}-cfg{w:.2f}-n{n}"
+        import pandas as pd
+
+        cfg, info = self.cfg, self.info
+        net, den, ncfg = net_for_sampling(self.state, ema, info.device, self.path)
+        folder = self.out / f"samples-{stage}-{ema}-cfg{w:.2f}-n{n}"
         if info.is_main:
-            print(f"[{stage}] {ema} cfg {w}: sampling {n} from {path}", flush=True)
-        generate_samples(net, den, out_dir=folder, num_samples=n, img_size=cfg.img_size,
-                         num_classes=None if cfg.unconditional else cfg.num_classes, batch_size=args.batch_size,
-                         cfg=w, interval=args.interval, sample_steps=args.sample_steps, solver=args.solver,
-                         seed=args.seed, precision=args.precision, info=info, progress=not args.no_progress)
+            print(f"[{stage}] {ema} cfg_scale {w}: sampling {n} from {self.path}", flush=True)
+        scfg = SamplingConfig(**{**vars(self.sampling), "ema": ema, "cfg_scale": w, "n_samples": n})
+        generate_samples(net, den, scfg, out_dir=folder, img_size=ncfg.img_size,
+                         num_classes=None if ncfg.unconditional else ncfg.num_classes, info=info,
+                         progress=self.progress)
         row = None
         if info.is_main:
-            m = evaluate_folder(folder, ref, kind=args.feature_extractor, weights=args.inception_weights,
-                                batch_size=args.fid_batch_size)
-            row = dict(stage=stage, ema=ema, decay=str(_ema_decay(cfg.to_dict(), ema)), cfg=w, num_samples=n,
+            m = evaluate_folder(folder, self.ref, kind=cfg.feature_extractor, weights=cfg.inception_weights or None,
+                                batch_size=cfg.fid_batch_size)
+            row = dict(stage=stage, ema=ema, decay=str(_ema_decay(ncfg.to_dict(), ema)), cfg_scale=w, n_samples=n,
                        fid=m["fid"], is_mean=m["is_mean"], is_std=m["is_std"])
-            print(f"[{stage}] {ema} cfg {w}: FID {m['fid']:.3f} IS {m['is_mean']:.1f}", flush=True)
-            rows.append(row)
-            save_table(table, pd.DataFrame(rows, columns=COLUMNS))
-            if not args.keep_samples:
+            print(f"[{stage}] {ema} cfg_scale {w}: FID {m['fid']:.3f} IS {m['is_mean']:.1f}", flush=True)
+            self.rows.append(row)
+            save_table(self.out / "sweep.csv", pd.DataFrame(self.rows, columns=COLUMNS))
+            if not cfg.keep_samples:
                 shutil.rmtree(folder, ignore_errors=True)
         row = dist_mod.broadcast_object(row, info)
         if not info.is_main:
-            rows.append(row)
+            self.rows.append(row)
         dist_mod.barrier(info)
 
-    for ema in args.emas:
-        for w in scales:
-            evaluate("search", ema, w, args.search_samples)
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    search = df[(df.stage == "search") & df.ema.isin(args.emas) & df.cfg.isin(scales)]
+
+def run_sweep(cfg: SweepConfig, info: dist_mod.DistInfo | None = None, *, use_recommended: Iterable[str] = (),
+              progress: bool = True):
+    """Search every (EMA, CFG scale) of ``cfg`` on search_samples, then the best on final_samples; write
+    sweep.csv / .parquet, sweep.png and best.json into cfg.out; returns the table. ``use_recommended``: the
+    sampling fields (interval, sample_steps, solver) the checkpoint's recommended settings may set."""
+    import pandas as pd
+
+    info = info or dist_mod.setup()
+    sw = _Sweep(cfg, info, use_recommended, progress)
+    for ema in cfg.emas:
+        for w in cfg.cfg_scales:
+            sw.evaluate("search", ema, w, cfg.search_samples)
+    df = pd.DataFrame(sw.rows, columns=COLUMNS)
+    search = df[(df.stage == "search") & df.ema.isin(cfg.emas) & df.cfg_scale.isin(cfg.cfg_scales)]
     best = search.loc[search.fid.astype(float).idxmin()]
     if info.is_main:
-        print(f"best on {args.search_samples}: {best.ema} cfg {best.cfg} (FID {best.fid:.3f})", flush=True)
-    if args.final_samples:
-        evaluate("final", str(best.ema), float(best.cfg), args.final_samples)
-    df = pd.DataFrame(rows, columns=COLUMNS)
+        print(f"best on {cfg.search_samples}: {best.ema} cfg_scale {best.cfg_scale} (FID {best.fid:.3f})", flush=True)
+    if cfg.final_samples:
+        sw.evaluate("final", str(best.ema), float(best.cfg_scale), cfg.final_samples)
+    df = pd.DataFrame(sw.rows, columns=COLUMNS)
     if info.is_main:
-        save_table(out / "sweep.parquet", df)
-        save_figure(out / "sweep.png", plot_sweep(df))
+        save_table(sw.out / "sweep.parquet", df)
+        save_figure(sw.out / "sweep.png", plot_sweep(df))
         final = df[df.stage == "final"]
-        write_json(out / "best.json", {"search": {k: best[k] for k in COLUMNS},
-                                       "final": final.iloc[-1].to_dict() if len(final) else None})
+        write_json(sw.out / "best.json", {"search": {k: best[k] for k in COLUMNS},
+                                          "final": final.iloc[-1].to_dict() if len(final) else None})
     return df
 
 
@@ -127,23 +197,32 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="CFG x EMA sweep on 8K samples, then the best on 50K (FID/IS)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                               allow_abbrev=False)
-    add_sampling_flags(p)
-    p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref, or the official "
-                   "fid_stats/jit_in256_stats.npz / jit_in512_stats.npz)")
-    p.add_argument("--cfg-scales", default="1.0:4.0:0.1", help="'a,b,c' or 'start:stop:step' (paper: 1.0-4.0)")
-    p.add_argument("--emas", nargs="+", default=["ema1", "ema2"], help="ema1, ema2, model, ...")
-    p.add_argument("--search-samples", type=int, default=8000)
-    p.add_argument("--final-samples", type=int, default=50000, help="0: skip the final evaluation")
-    p.add_argument("--out", required=True, help="sweep folder (table, plot, temporary samples)")
-    p.add_argument("--keep-samples", action="store_true")
-    add_extractor_flags(p)
+    add_checkpoint_flag(p)
+    add_config_flags(p, SweepConfig, title="sweep (SweepConfig fields)", skip=("checkpoint", "sampling"))
+    add_config_flags(p, SamplingConfig, title="sampling (SamplingConfig fields; interval, sample-steps and solver "
+                     "unset: the checkpoint's recommendation, else the default)", skip=SEARCHED)
     p.set_defaults(func=main)
 
 
+def sweep_argv(cfg: SweepConfig) -> list[str]:
+    """``cfg`` as the ``sweep`` command's argv (for a torchrun of the sweep), the inverse of sweep_from_args."""
+    return ["sweep", "--checkpoint", cfg.checkpoint, *config_to_flags(cfg, skip=("checkpoint", "sampling")),
+            *config_to_flags(cfg.sampling, skip=SEARCHED)]
+
+
+def sweep_from_args(args) -> tuple[SweepConfig, list[str]]:
+    """(the SweepConfig of the flags, the sampling fields left to the checkpoint's recommendation)."""
+    sampling, use = sampling_from_args(args, skip=SEARCHED)
+    values = overrides_from_args(args, SweepConfig) | {"checkpoint": args.checkpoint, "sampling": sampling}
+    return config_from_values(SweepConfig, values, "flags"), use
+
+
 def main(args) -> int:
+    cfg, use = sweep_from_args(args)
+    cfg.check_paths()
     info = dist_mod.setup()
     try:
-        df = run_sweep(args, info)
+        df = run_sweep(cfg, info, use_recommended=use, progress=not args.no_progress)
         if info.is_main:
             print(df.to_string(index=False))
     finally:

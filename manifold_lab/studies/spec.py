@@ -30,10 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from manifold_lab.checks import ConfigError, check_keys
-from manifold_lab.config import check_names
+from manifold_lab.config import check_names, load_yaml
 
 STUDY_KEYS = ("study", "run", "notebook", "description", "base", "grid", "run_id", "figures", "workers", "resources")
 RUNNER_PARAMS = ("out_dir", "threads")  # set by the runner for every point
@@ -106,7 +104,7 @@ class StudySpec:
             if "=" not in a:
                 raise ConfigError(f"--set expects key=value, got {a!r}")
             key, raw = a.split("=", 1)
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw, where=f"--set {a}")
             if key.startswith("resources."):
                 self.resources[key.split(".", 1)[1]] = value
                 continue
@@ -127,7 +125,7 @@ def load_study(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"study file not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a study YAML must be a mapping with keys {', '.join(STUDY_KEYS)}")
     check_keys(f"study {path}", raw, STUDY_KEYS)

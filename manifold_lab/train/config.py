@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import config_from_values
+from manifold_lab.config import check_numbers, config_from_values, field_names
 from manifold_lab.config import load_config as _load_config
 from manifold_lab.device import PRECISIONS, check_device
 from manifold_lab.param import TARGETS
@@ -83,10 +83,14 @@ class ImageNetConfig:
         self.validate()
 
     def validate(self) -> None:
+        check_numbers(self)
         for name in ("img_size", "num_classes", "epochs", "batch_size", "accum_steps", "save_every_epochs",
                      "keep_every_epochs", "log_every"):
             check_positive(name, getattr(self, name), integer=True)
         check_positive("blr", self.blr)
+        for name in ("lr", "noise_scale"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
         check_choice("prediction target (pred)", self.pred, TARGETS)
         check_choice("loss space (loss)", self.loss, TARGETS)
         check_choice("precision", self.precision, PRECISIONS)

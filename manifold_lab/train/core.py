@@ -42,6 +42,24 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss."""
 
 
+def likely_cause(lr: float, denoiser, grad_clip: float | None = None) -> str:
+    """The knob that most likely made a loss non-finite: a non-finite or extreme value among the lr and the
+    denoiser's t-sampler, t_eps and noise scale; else the lr or the data, said as such."""
+    ts = getattr(denoiser, "t_sampler", None)
+    knobs = {"lr": lr, "p_mean": getattr(ts, "p_mean", 0.0), "p_std": getattr(ts, "p_std", 1.0),
+             "t_eps": getattr(denoiser, "t_eps", 0.05), "noise_scale": getattr(denoiser, "noise_scale", 1.0),
+             "grad_clip": grad_clip if grad_clip is not None else 1.0}
+    for name, value in knobs.items():
+        if not math.isfinite(value):
+            return f"{name} is {value}"
+    extreme = {"lr": lr > 0.05, "p_mean": abs(knobs["p_mean"]) > 4, "p_std": knobs["p_std"] > 4,
+               "t_eps": knobs["t_eps"] < 1e-3, "noise_scale": knobs["noise_scale"] > 100}
+    hits = [f"{name} {knobs[name]:g}" for name, bad in extreme.items() if bad]
+    if hits:
+        return f"an extreme setting: {', '.join(hits)}"
+    return f"lr {lr:g} may be too high for this model, or the data holds non-finite values"
+
+
 @dataclass(frozen=True)
 class LRSchedule:
     """The learning rate as a function of the optimiser step (0-based: the steps taken before this one).
@@ -157,7 +175,8 @@ class TrainCore:
         self._pending = []
         for s, v, lr in rows:
             if not math.isfinite(v):
-                raise NonFiniteLossError(f"loss is {v} at step {s}; lower the lr (now {lr:g}) or check the data")
+                raise NonFiniteLossError(f"loss is {v} at step {s}; likely cause: "
+                                         f"{likely_cause(lr, self.denoiser, self.grad_clip)}")
         return rows
 
     # ---- checkpoint state ----------------------------------------------------------------------------

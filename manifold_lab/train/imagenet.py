@@ -29,7 +29,7 @@ from manifold_lab.config import add_config_flags, overrides_from_args
 from manifold_lab.data.imagefolder import ResumableDistributedSampler, collate_skip_none, random_flip, to_model_range
 from manifold_lab.data.shards import open_dataset
 from manifold_lab.device import generator
-from manifold_lab.io import write_json
+from manifold_lab.io import check_writable_dir, write_json
 from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train import distributed as dist_mod
 from manifold_lab.train.build import build_denoiser, build_model
@@ -294,6 +294,10 @@ def register(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides_from_args(args, ImageNetConfig))
+    if args.threads is not None and args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0, got {args.threads}")
+    if not args.print_config:
+        check_writable_dir(cfg.output_dir, "output_dir")   # before any data is read or a step is taken
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.print_config:

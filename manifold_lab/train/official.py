@@ -254,9 +254,13 @@ def _args_for(cfg, state: dict, notes: list[str]) -> argparse.Namespace:
              ema_decay1=float(decays[0]), ema_decay2=float(decays[1]),
              data_path=cfg.data_path, output_dir=cfg.output_dir, save_last_freq=cfg.save_every_epochs,
              log_freq=cfg.log_every, num_workers=cfg.num_workers)
-    rec = meta.get("sampling") or {"cfg": 1.0, "interval": [0.1, 1.0], "sample_steps": 50, "solver": "heun"}
-    d.update(cfg=float(rec.get("cfg", d["cfg"])), num_sampling_steps=int(rec.get("sample_steps", 50)),
-             sampling_method=str(rec.get("solver", "heun")))
+    from manifold_lab.sample import SamplingConfig   # its defaults; "cfg" is main_jit.py's guidance scale
+
+    dflt = SamplingConfig()
+    rec = meta.get("sampling") or {"cfg": dflt.cfg_scale, "interval": dflt.interval,
+                                   "sample_steps": dflt.sample_steps, "solver": dflt.solver}
+    d.update(cfg=float(rec.get("cfg", d["cfg"])), num_sampling_steps=int(rec.get("sample_steps", dflt.sample_steps)),
+             sampling_method=str(rec.get("solver", dflt.solver)))
     if "interval" in rec:
         d.update(interval_min=float(rec["interval"][0]), interval_max=float(rec["interval"][1]))
     config = dict(state["config"])

@@ -37,7 +37,7 @@ GROUPS = [("EMA", r"lerp"),
           ("attention", r"flash|fmha|attention|sdpa|softmax|cudnn.*mha"),
           ("matmul", r"gemm|xmma|cutlass|nvjet|cublas|wgmma|_scaled_mm|conv|mkldnn|onednn|"
                      r"aten::(mm|addmm|bmm|baddbmm|matmul|linear)$"),
-          ("norm/modulation", r"rsqrt|norm|modulat|rms"),
+          ("norm/modulation", r"rsqrt|norm(?!al)|modulat|rms"),
           ("elementwise", r"triton_|cpp_fused|elementwise|vectorized|unrolled|copy|fill|cat|reduce|memcpy|"
                           r"memset|aten::")]
 

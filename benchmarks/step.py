@@ -10,9 +10,10 @@ image study's JiT, ImageConfig's defaults: width 64, 16 tokens of 192-d) and ``t
 ToyConfig's defaults: D = 512). Each mode is ``fp32``, ``bf16`` or ``auto``, optionally ``+compile``
 (full-scale JiTs compile their blocks as the paper's code; small nets through the small-run core's
 ``compile``). Data: uint8 noise flipped and mapped on the device (full scale), fixed noise images (image),
-the toy's own batch function (toy). The modes are timed in turns (harness.interleaved) and compared by
-their medians: ``speedup`` is the first mode's step time over each one's. Useful FLOP/s = 3 x 2 x forward
-MACs x batch / step time, against the measured matmul rate (fp32 on the CPU, bf16 on CUDA).
+the toy's own batch function (toy). The modes, and an n x n matmul (the bar), are timed in turns
+(harness.interleaved: a shared machine's load hits them alike) and compared by their medians: ``speedup``
+is the first mode's step time over each one's; useful FLOP/s = 3 x 2 x forward MACs x batch / step time,
+``share_of_matmul`` its share of the interleaved matmul rate (fp32 on the CPU, bf16 on CUDA).
 ``--profile N``: torch.profiler top ops over N steps of each mode.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from manifold_lab.train.core import TrainCore
 CONFIGS = {"JiT-B/16": "jit_b16_in256.yaml", "JiT-L/16": "jit_l16_in256.yaml", "JiT-B/32": "jit_b32_in512.yaml",
            "JiT-L/32": "jit_l32_in512.yaml", "JiT-H/16": "jit_h16_in256.yaml", "tiny": "jit_tiny_cpu.yaml"}
 NETS = (*CONFIGS, "image", "toy")
+MATMUL = "_matmul"
 # op or kernel name -> group; the first match wins (EMA's _foreach_lerp_ before the optimizer's)
 GROUPS = [("EMA", r"lerp"),
           ("optimizer", r"adam|_foreach_"),
@@ -176,15 +178,18 @@ def run(a) -> tuple[dict, dict]:
     warm_s = {m: warm(c, a.warmup, device) for m, c in cases.items()}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = H.interleaved({m: c.step for m, c in cases.items()}, device, repeats=a.repeats, calls=a.steps,
-                          warmup=0)
+    n = a.matmul_n or (8192 if device.type == "cuda" else 1024)
+    x, w = (torch.randn(n, n, device=device, dtype=ref_dtype) for _ in range(2))
+    fns = {m: c.step for m, c in cases.items()} | {MATMUL: lambda: x @ w}     # the bar, timed in the same turns
+    times = H.interleaved(fns, device, repeats=a.repeats, calls=a.steps, warmup=1)
+    figures["matmul_flops_interleaved"] = 2 * n ** 3 / times.pop(MATMUL)["median_s"]
     first = times[a.modes[0]]["median_s"]
     for m, c in cases.items():
         dt = times[m]["median_s"]
         flops = 6 * c.macs * c.batch / dt
         figures[m] = {"step_ms": 1e3 * dt, "step_ms_min": 1e3 * times[m]["min_s"],
                       "step_ms_max": 1e3 * times[m]["max_s"], "samples_per_s": c.batch / dt,
-                      "useful_flops": flops, "share_of_matmul": flops / figures["matmul_flops"],
+                      "useful_flops": flops, "share_of_matmul": flops / figures["matmul_flops_interleaved"],
                       "speedup": first / dt, "warmup_s": warm_s[m], "loss": c.core.flush()[-1][1]}
         if a.profile:
             figures[m]["profile"] = profile(c, device, a.profile)
@@ -230,7 +235,8 @@ def group_of(name: str) -> str:
 def report(config: dict, figures: dict) -> None:
     print(f"step: {config['net']} batch {config['batch_size']} on {config['device']}, "
           f"{torch.get_num_threads()} thread(s); matmul {figures['matmul_flops'] / 1e9:.1f} GFLOP/s "
-          f"({figures['matmul_dtype']})" + (f", bf16 {figures['matmul_bf16_flops'] / 1e9:.1f} GFLOP/s"
+          f"({figures['matmul_dtype']}; {figures['matmul_flops_interleaved'] / 1e9:.1f} interleaved)"
+          + (f", bf16 {figures['matmul_bf16_flops'] / 1e9:.1f} GFLOP/s"
                                             if "matmul_bf16_flops" in figures else ""))
     for m in config["modes"]:
         f = figures[m]

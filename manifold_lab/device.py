@@ -87,10 +87,14 @@ def generator(device: torch.device, seed: int) -> torch.Generator:
 
 
 def compile_cache_dir() -> Path:
-    """Inductor's cache folder: $TORCHINDUCTOR_CACHE_DIR if the user set it, else
+    """Inductor's cache folder: $TORCHINDUCTOR_CACHE_DIR if the user set it (torch writes its own default,
+    /tmp/torchinductor_<user>, there once inductor is imported: that one does not count), else
     $MANIFOLD_LAB_CACHE/inductor (default ~/.cache/manifold_lab/inductor)."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    user = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if user and os.path.abspath(user) != os.path.abspath(default_cache_dir()):
+        return Path(user)
     root = os.environ.get("MANIFOLD_LAB_CACHE") or Path.home() / ".cache" / "manifold_lab"
     return Path(root) / "inductor"
 
@@ -103,7 +107,7 @@ def compile_net(net: torch.nn.Module) -> torch.nn.Module:
     import torch._functorch.config as functorch_config
     import torch._inductor.config as inductor_config
 
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(compile_cache_dir())   # read by inductor at each cache access
     inductor_config.fx_graph_cache = True
     functorch_config.enable_autograd_cache = True
     return torch.compile(net)

@@ -54,6 +54,16 @@ def test_compile_cache_dir_respects_the_user(monkeypatch, tmp_path):
     assert dev.compile_cache_dir() == tmp_path / "ml" / "inductor"
 
 
+def test_compile_knob_routes_the_forward_through_torch_compile(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("MANIFOLD_LAB_CACHE", str(tmp_path))
+    net = MLP(8, hidden_size=8, depth=2)
+    core = make_core(net, Denoiser(), TrainConfig(device="cpu", compile=True))
+    assert core.net is net and core.model is not net and core.model._orig_mod is net   # optimiser sees net
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    assert make_core(net, Denoiser(), TrainConfig(device="cpu")).model is net
+
+
 def _losses(compile_: bool, steps: int = 4):
     torch.manual_seed(0)
     net = MLP(16, hidden_size=32, depth=3)

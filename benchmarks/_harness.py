@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 
 from manifold_lab import io
-from manifold_lab.device import cpu_flags, native_bf16  # noqa: F401  (native_bf16: for the subjects)
+from manifold_lab.device import cpu_flags, native_bf16
 
 SCHEMA = "manifold_lab.bench/1"
 ROOT = Path(__file__).resolve().parents[1]

@@ -98,8 +98,8 @@ def full_scale_case(name: str, batch, prec: str, comp: bool, device: torch.devic
     torch.manual_seed(0)
     net = build_model(cfg).to(device)
     lr = cfg.resolved_lr(1)
-    core = TrainCore(net, build_denoiser(cfg), schedule=LRSchedule(lr), generator=torch.Generator(device).manual_seed(0),
-                     ema_decays=cfg.ema_decays, betas=cfg.betas, precision=cfg.precision)
+    core = TrainCore(net, build_denoiser(cfg), schedule=LRSchedule(lr), ema_decays=cfg.ema_decays,
+                     generator=torch.Generator(device).manual_seed(0), betas=cfg.betas, precision=cfg.precision)
     g = torch.Generator(device).manual_seed(1)
     u8 = torch.randint(0, 256, (cfg.batch_size, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device,
                        generator=g)

@@ -17,6 +17,7 @@ On the CPU the two paths feed the same items, so their losses agree exactly (``m
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -102,7 +103,7 @@ def trainer_rate(a, data: str, out: Path, device: torch.device) -> dict:
     return {"steps": res["step"], "images_per_s": len(rows) / sum(1.0 / v for v in rows.images_per_s),
             "wall_s": wall, "measured_steps": len(rows), "losses": [v for _, v in res["losses"]],
             "checkpoints_written": len(list(out.glob("*.pth"))),
-            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")}
+            "peak_mem_gib": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else math.nan}
 
 
 def run(a) -> tuple[dict, dict]:
@@ -115,7 +116,8 @@ def run(a) -> tuple[dict, dict]:
     figures: dict = {"paths": {}}
     with tempfile.TemporaryDirectory(dir=a.work) as work:
         figures["data"] = make_data(a, Path(work), size)
-        for path, root in (("imagefolder", figures["data"]["jpeg"]["root"]), ("shards", figures["data"]["shards"]["root"])):
+        roots = {"imagefolder": figures["data"]["jpeg"]["root"], "shards": figures["data"]["shards"]["root"]}
+        for path, root in roots.items():
             r = {"loader_alone": loader_alone(root, size, a, device),
                  "trainer": trainer_rate(a, root, Path(work) / f"run_{path}", device)}
             r["trainer"]["share_of_loader"] = r["trainer"]["images_per_s"] / r["loader_alone"]["images_per_s"]

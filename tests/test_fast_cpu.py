@@ -3,9 +3,6 @@ within float tolerance of the eager step; the compiled code cached on disk)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +14,6 @@ from manifold_lab.nets.mlp import MLP
 from manifold_lab.toy import ToyConfig
 from manifold_lab.train.loop import TrainConfig, make_core, train
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 

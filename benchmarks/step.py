@@ -170,10 +170,11 @@ def run(a) -> tuple[dict, dict]:
     for m in a.modes:
         parse_mode(m)
     ref_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    figures = {"matmul_flops": H.matmul_rate(device, ref_dtype, a.matmul_n),
+    mm_s = 0.05 if getattr(a, "cpu_smoke", False) else 0.5
+    figures = {"matmul_flops": H.matmul_rate(device, ref_dtype, a.matmul_n, mm_s),
                "matmul_dtype": str(ref_dtype).split(".")[-1]}
     if device.type == "cpu" and H.native_bf16():
-        figures["matmul_bf16_flops"] = H.matmul_rate(device, torch.bfloat16, a.matmul_n)
+        figures["matmul_bf16_flops"] = H.matmul_rate(device, torch.bfloat16, a.matmul_n, mm_s)
     cases = {m: build(a.net, a.batch_size, m, device) for m in a.modes}
     warm_s = {m: warm(c, a.warmup, device) for m, c in cases.items()}
     if device.type == "cuda":

@@ -82,7 +82,8 @@ class ToyConfig:
     seed: int = 0               # seeds init, training draws and sampling
     proj_seed: int = 0          # seeds the projection P (fixed across runs by default)
     device: str = "auto"        # auto (CUDA when present, else the CPU), cpu, cuda, cuda:N
-    precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 or fp32
+    precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 (CPU: AMX/AVX512-BF16 only) or fp32
+    compile: bool = False       # torch.compile the training forward (compiled code cached on disk, see device.py)
 
     def __post_init__(self):
         check_numbers(self)
@@ -110,7 +111,7 @@ class ToyConfig:
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
                            lr_schedule=self.lr_schedule, ema_decays=tuple(self.ema_decays), seed=self.seed,
-                           precision=self.precision, device=self.device)
+                           precision=self.precision, device=self.device, compile=self.compile)
 
 
 def draw_train_set(cfg: ToyConfig) -> torch.Tensor | None:

@@ -28,7 +28,7 @@ Size on disk: 3·S·S bytes per image (uncompressed). ImageNet-1k train, 1,281,1
 251.9 GB (234.6 GiB) at 256 px; 786,432 B/image, 1,007.6 GB (938.4 GiB) at 512 px; 12,288 B/image,
 15.7 GB at 64 px; about 1.8x the ~138 GB of the JPEG originals at 256 px.
 
-Speed (benchmarks/bench_loader.py): an item costs one copy of 3·S·S bytes out of the page cache, ~20,000
+Speed (`python -m benchmarks loader`): an item costs one copy of 3·S·S bytes out of the page cache, ~20,000
 items per CPU-second against ~145 for JPEG decode + ADM crop, so one or two loader workers feed a GPU. At
 1,700 img/s (JiT-B/16 on one H100) a 256 px set is read at 0.33 GB/s per GPU (2.7 GB/s for 8): keep it on
 local NVMe, since it is larger than a machine's page cache. prepare-data itself runs at the JPEG rate

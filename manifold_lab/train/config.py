@@ -75,6 +75,7 @@ class ImageNetConfig:
     save_every_epochs: int = 5       # checkpoint-last.pth
     keep_every_epochs: int = 100     # checkpoint-{epoch:04d}.pth kept for good
     save_every_steps: int | None = None  # also refresh checkpoint-last.pth every N steps
+    save_checkpoints: bool = True    # false: write no checkpoint file at all (benchmarks; the run cannot resume)
     log: str = "csv"
     log_every: int = 50              # console line every N steps (the progress bar updates each step)
     progress: bool = True
@@ -112,6 +113,8 @@ class ImageNetConfig:
             v = getattr(self, name)
             if v is not None:
                 check_positive(name, v, integer=True)
+        if not self.save_checkpoints and self.stop_at_step is not None:
+            raise ConfigError("stop_at_step needs a checkpoint to resume from; drop it or set save_checkpoints: true")
 
     # ---- derived values ----
     @property

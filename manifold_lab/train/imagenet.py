@@ -40,7 +40,7 @@ from manifold_lab.train.runlog import RunLog, _fmt_time, read_log  # noqa: F401 
 # keys that may change between a run and its resumption without a warning
 _RUN_ONLY_KEYS = {"resume", "init_from", "init_ema", "stop_at_step", "max_steps", "epochs", "progress", "log_every",
                   "num_workers", "output_dir", "save_every_steps", "save_every_epochs", "keep_every_epochs",
-                  "data_path", "log", "device"}
+                  "data_path", "log", "device", "save_checkpoints"}
 
 
 @dataclass
@@ -226,6 +226,8 @@ class ImageNetRun:
 
     def save(self, name: str) -> None:
         self._flush()                                     # a NaN loss stops the run before it is saved
+        if not self.cfg.save_checkpoints:                 # benchmarks: the losses are flushed, nothing written
+            return
         rng = dist_mod.all_gather_objects(ckpt_mod.rng_state(self.core.generator), self.info)  # every rank's
         if self.info.is_main:
             ckpt_mod.save_checkpoint(self.out_dir / name, state=self.core.state_dict(), step=self.pos.step,

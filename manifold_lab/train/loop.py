@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.device import PRECISIONS, check_device, generator, resolve_device
+from manifold_lab.device import PRECISIONS, check_device, compile_net, generator, resolve_device, uses_bf16
 from manifold_lab.train.core import LR_SCHEDULES, LRSchedule, NonFiniteLossError, TrainCore
 
 __all__ = ["BatchFn", "NonFiniteLossError", "TrainConfig", "TrainResult", "train"]
@@ -41,8 +41,9 @@ class TrainConfig:
     ema_decays: tuple = ()       # EMA decays; the first one's copy is evaluated (none: the raw net)
     accum_steps: int = 1         # micro-batches per optimiser step
     grad_clip: float | None = None
-    precision: str = "auto"      # auto: bf16 autocast on CUDA, none on the CPU; bf16; fp32
+    precision: str = "auto"      # auto: bf16 autocast on CUDA, none on the CPU; bf16 (native-bf16 CPUs too); fp32
     device: str = "auto"         # auto, cpu, cuda, cuda:N
+    compile: bool = False        # torch.compile the forward (inductor cache on disk: manifold_lab.device)
     seed: int = 0                # seeds the generator of every training draw
 
     def __post_init__(self):
@@ -52,6 +53,8 @@ class TrainConfig:
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_choice("precision", self.precision, PRECISIONS)
         check_device(self.device)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
         if not all(0 <= d < 1 for d in self.ema_decays):
             raise ConfigError(f"every EMA decay must be in [0, 1), got {list(self.ema_decays)!r}")
 
@@ -69,12 +72,15 @@ class TrainResult:
 
 
 def make_core(net: nn.Module, denoiser, cfg: TrainConfig) -> TrainCore:
-    """The training core of a small run: ``net`` moved to cfg.device, a generator seeded with cfg.seed."""
+    """The training core of a small run: ``net`` moved to cfg.device, a generator seeded with cfg.seed, the
+    forward through ``torch.compile`` when cfg.compile. bf16 on a CPU without it fails here, before a step."""
     device = resolve_device(cfg.device)
+    uses_bf16(cfg.precision, device)
     net.to(device)
     return TrainCore(net, denoiser, schedule=cfg.schedule(), generator=generator(device, cfg.seed),
                      ema_decays=cfg.ema_decays, weight_decay=cfg.weight_decay, betas=cfg.betas,
-                     precision=cfg.precision, accum_steps=cfg.accum_steps, grad_clip=cfg.grad_clip)
+                     precision=cfg.precision, accum_steps=cfg.accum_steps, grad_clip=cfg.grad_clip,
+                     model=compile_net(net) if cfg.compile else None)
 
 
 def train(net: nn.Module, denoiser, batch_fn: BatchFn, cfg: TrainConfig, *, progress: bool = True,

@@ -1,12 +1,11 @@
 """Where the training data loader's time goes, per CPU worker: decode, ADM crop, item, DataLoader, shards.
 
-    python benchmarks/bench_loader.py --out loader.json               # ~2 min on 2 cores (incl. the images)
-    python benchmarks/bench_loader.py --images 200 --png-images 100 --min-s 0.5 --workers 0 1
+    python -m benchmarks loader --out DIR                     # ~2 min on 2 cores (incl. the images)
+    python -m benchmarks loader --images 200 --png-images 100 --min-s 0.5 --workers 0 1 --out DIR
 
-Generates its own ImageNet-like folders in a temporary directory (nothing is downloaded): ``--images``
-JPEG (quality 90) and ``--png-images`` PNG images of 500x375-ish sizes (see SIZES) with natural-ish
-content (a colour-correlated 1/f pyramid, smooth with texture, ~60-80 KB per JPEG; white noise would
-compress unlike photos), 10 classes. Then measures, in images/s of one process (one worker):
+Generates its own ImageNet-like folders in a temporary directory (manifold_lab.data.synthetic
+.make_natural_folder: ``--images`` JPEG (quality 90) and ``--png-images`` PNG images of 500x375-ish sizes
+with natural-ish content, 10 classes; nothing is downloaded). Then measures, in images/s of one process:
 
   read          the file's bytes (page cache: the files were just written)
   decode        PIL open + convert("RGB"), JPEG and PNG separately; torchvision.io.decode_jpeg (CPU) too
@@ -24,83 +23,36 @@ Figures depend on this CPU and on other jobs sharing it: "cpu_share" is process 
 """
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import math
-import multiprocessing as mp
 import os
-import platform
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from manifold_lab.data.imagefolder import (ImageFolderDataset, center_crop_arr, collate_skip_none,  # noqa: E402
-                                           list_images)
-from manifold_lab.data.shards import ShardDataset, prepare_data  # noqa: E402
-
-# (width, height) cycle: mostly ImageNet's 500x375 / 375x500 / 500x333, one in ten 640x480
-SIZES = [(500, 375), (375, 500), (500, 375), (500, 333), (500, 375),
-         (500, 375), (333, 500), (500, 375), (500, 400), (640, 480)]
+from manifold_lab.data.imagefolder import ImageFolderDataset, center_crop_arr, collate_skip_none, list_images
+from manifold_lab.data.shards import ShardDataset, prepare_data
+from manifold_lab.data.synthetic import make_natural_folder
 
 
-# ---- test images ---------------------------------------------------------------------------------------
-def natural_image(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    """A photo-like uint8 (h, w, 3) image: a pyramid of colour-correlated noise, each octave up 2x bilinear
-    with amplitude ~ 2^(-0.35 * level) (1/f-like: smooth areas, soft edges, fine texture), plus grain."""
-    levels = int(math.ceil(math.log2(max(w, h) / 4)))
-    gh, gw = max(2, -(-h // 2 ** levels)), max(2, -(-w // 2 ** levels))
-    x = torch.from_numpy(rng.normal(size=(1, 3, gh, gw)).astype(np.float32)) * 75
-    for lv in range(levels):
-        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        n = torch.from_numpy(rng.normal(size=x.shape).astype(np.float32))
-        x += (n.mean(1, keepdim=True) * 0.7 + n * 0.5) * 50 * 2.0 ** (-(lv + 1) * 0.35)
-    x = x[..., :h, :w] + torch.from_numpy(rng.normal(size=(1, 3, h, w)).astype(np.float32)) * 2
-    x += torch.from_numpy(rng.uniform(60, 170, size=(1, 3, 1, 1)).astype(np.float32))
-    return x.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).contiguous().numpy()
+def add_arguments(p) -> None:
+    p.add_argument("--images", type=int, default=500, help="JPEG images to generate")
+    p.add_argument("--png-images", type=int, default=200, help="PNG images to generate")
+    p.add_argument("--img-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader num_workers to try")
+    p.add_argument("--min-s", type=float, default=2.0, help="seconds per measurement")
+    p.add_argument("--target", type=float, default=1700.0, help="images/s to feed (JiT-B/16, one H100)")
+    p.add_argument("--gen-workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--tmp", default=None, help="folder for the generated data (default: a temporary one)")
 
 
-def _write_image(job) -> int:
-    """Write image ``i`` of a generated folder (top-level: a pool runs it); returns its size in bytes."""
-    root, i, classes, fmt, quality, seed = job
-    w, h = SIZES[i % len(SIZES)]
-    arr = natural_image(np.random.default_rng([seed, i]), w, h)
-    path = Path(root) / f"class_{i % classes:03d}" / f"img_{i:06d}.{fmt}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG" if fmt == "jpg" else "PNG", **({"quality": quality} if fmt == "jpg" else {}))
-    path.write_bytes(buf.getvalue())
-    return len(buf.getvalue())
-
-
-def make_natural_folder(root, n: int, *, classes: int = 10, fmt: str = "jpg", quality: int = 90, seed: int = 0,
-                        workers: int = 1, unique: int | None = None) -> dict:
-    """Write an ImageFolder of ``n`` natural-ish images (root/class_XXX/img_NNNNNN.jpg|png, class i % classes);
-    ``unique``: make only that many and copy them to the rest (same decode cost, separate files). Returns
-    {"root", "images", "format", "mean_kb", "seconds"}. ``workers`` processes write in parallel."""
-    t = time.perf_counter()
-    u = min(unique or n, n)
-    jobs = [(str(root), i, classes, fmt, quality, seed) for i in range(u)]
-    if workers > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
-            sizes = pool.map(_write_image, jobs, chunksize=8)
-    else:
-        sizes = [_write_image(j) for j in jobs]
-    name = lambda i: Path(root) / f"class_{i % classes:03d}" / f"img_{i:06d}.{fmt}"  # noqa: E731
-    for i in range(u, n):
-        name(i).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(name(i % u), name(i))
-    return {"root": str(root), "images": n, "unique": u, "format": fmt, "mean_kb": float(np.mean(sizes)) / 1e3,
-            "seconds": time.perf_counter() - t}
+def smoke(a) -> None:
+    a.images, a.png_images, a.img_size, a.batch_size, a.workers, a.min_s, a.gen_workers = 6, 3, 32, 3, [0], 0.02, 1
 
 
 # ---- timing --------------------------------------------------------------------------------------------
@@ -232,10 +184,10 @@ def measure(a, tmp: Path) -> dict:
     ds = {"jpeg": ImageFolderDataset(tmp / "jpeg", S), "png": ImageFolderDataset(tmp / "png", S),
           "shards": ShardDataset(tmp / "shards", S)}
     res["item"] = {k: item_rate(d, a.min_s) for k, d in ds.items()}
-    res["collate"] = collate_rate(ds["shards"], a.batch, a.min_s)
-    res["loader"] = {k: [loader_rate(d, batch=a.batch, workers=w, min_s=a.min_s) for w in a.workers]
+    res["collate"] = collate_rate(ds["shards"], a.batch_size, a.min_s)
+    res["loader"] = {k: [loader_rate(d, batch=a.batch_size, workers=w, min_s=a.min_s) for w in a.workers]
                      for k, d in ds.items()}
-    res["host_copy"] = host_copy_rate(S, a.batch, a.min_s)
+    res["host_copy"] = host_copy_rate(S, a.batch_size, a.min_s)
     return res
 
 
@@ -273,10 +225,11 @@ def _cell(r: dict | None, cpu_key: str = "images_per_cpu_s") -> str:
     return f"{r['images_per_s']:>8.0f} ({r[cpu_key]:>6.0f})" if r else f"{'-':>17}"
 
 
-def report(res: dict, a) -> None:
+def report(config: dict, res: dict) -> None:
     """The table (images/s of wall time, and in brackets per CPU-second), the shares and the estimates."""
-    print(f"\n{res['cpu']} ({res['cores']} cores, load {res['load_avg']}), torch {res['torch']}, "
-          f"Pillow {res['pillow']}, {a.img_size} px crops, batch {a.batch}")
+    a = SimpleNamespace(**config)
+    print(f"\nloader: {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, Pillow {res['pillow']}, "
+          f"{a.img_size} px crops, batch {a.batch_size}")
     for k, d in res["data"].items():
         print(f"  {k}: {d['images']} images, mean {d['mean_kb']:.1f} KB, generated in {d['seconds']:.1f} s")
     print(f"\n{'images/s: wall (per CPU-second)':<30}{'JPEG':>17}{'PNG':>17}{'shards':>17}")
@@ -310,44 +263,15 @@ def report(res: dict, a) -> None:
           f"{h['jpeg_read_gb_per_s']:.2f} GB/s")
 
 
-def cpu_name() -> str:
-    try:
-        return next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "cpu"
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
-    p.add_argument("--images", type=int, default=500, help="JPEG images to generate")
-    p.add_argument("--png-images", type=int, default=200, help="PNG images to generate")
-    p.add_argument("--img-size", type=int, default=256)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader num_workers to try")
-    p.add_argument("--min-s", type=float, default=2.0, help="seconds per measurement")
-    p.add_argument("--target", type=float, default=1700.0, help="images/s to feed (JiT-B/16, one H100)")
-    p.add_argument("--gen-workers", type=int, default=min(2, os.cpu_count() or 1))
-    p.add_argument("--tmp", default=None, help="folder for the generated data (default: a temporary one)")
-    p.add_argument("--out", default=None, help="write the figures to this JSON file")
-    a = p.parse_args(argv)
+def run(a) -> tuple[dict, dict]:
     import PIL
-    res = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-           "torch": torch.__version__, "pillow": PIL.__version__, "img_size": a.img_size, "batch": a.batch,
-           "target_images_per_s": a.target, "torch_threads": torch.get_num_threads()}
+    res = {"pillow": PIL.__version__, "target_images_per_s": a.target}
     with tempfile.TemporaryDirectory(dir=a.tmp) as tmp:
         res.update(measure(a, Path(tmp)))
     res["shares"], res["workers_needed"] = shares(res), workers_needed(res, a.target)
     gbs = a.target * 3 * a.img_size ** 2 / 1e9
     res["h2d"] = {"gb_per_s": gbs, "memcpy_core_share": gbs / res["host_copy"]["gb_per_s"],
                   "jpeg_read_gb_per_s": a.target * res["data"]["jpeg"]["mean_kb"] / 1e6}
-    report(res, a)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(json.dumps(res, indent=2))
-        print(f"wrote {a.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    config = {"images": a.images, "png_images": a.png_images, "img_size": a.img_size, "batch_size": a.batch_size,
+              "workers": a.workers, "min_s": a.min_s, "target": a.target, "device": "cpu"}
+    return config, res

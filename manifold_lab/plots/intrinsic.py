@@ -181,7 +181,7 @@ def fig_image_id_vs_token_dim(summary: pd.DataFrame, study_dir: Path):
     ax.plot([lo, hi], [lo, hi], ":", color="0.6", label="ID = token dimension")
     for i, (name, val) in enumerate(LITERATURE_WHOLE_IMAGE_MLE.items()):
         ax.axhline(val, ls="--", lw=1, color=f"C{5 + i}", label=f"{name} whole images, MLE k=20 (Pope et al.)")
-    ax.set(xscale="log", yscale="log", xlim=(lo, hi), xlabel="token dimension p*p*3 (whole image: 3*S*S)",
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(2, 200), xlabel="token dimension p*p*3 (whole image: 3*S*S)",
            ylabel="estimated intrinsic dimension", title="Intrinsic dimension of shipped photo patches")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

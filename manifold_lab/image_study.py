@@ -37,6 +37,7 @@ from manifold_lab.device import PRECISIONS, autocast, check_device, generator, r
 from manifold_lab.metrics.features import load_feature_net
 from manifold_lab.metrics.images import ImageMetric
 from manifold_lab.nets.jit import JiT
+from manifold_lab.nets.skip import LongSkip
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import TimeSampler
 from manifold_lab.train.core import LR_SCHEDULES
@@ -76,6 +77,7 @@ class ImageConfig:
     seed: int = 0               # seeds init, training draws and sampling (data and feature net: seed 0)
     device: str = "auto"        # auto (CUDA when present, else the CPU), cpu, cuda, cuda:N
     precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 or fp32
+    long_skip: bool = False     # add a long skip z -> output with zero-initialised learned gates (nets/skip.py)
 
     def __post_init__(self):
         for name in ("patch_size", "grid_side", "hidden_size", "depth", "num_heads", "steps", "batch_size",
@@ -92,6 +94,8 @@ class ImageConfig:
             raise ConfigError(f"every EMA decay must be in [0, 1), got {self.ema_decays!r}")
         if self.bottleneck_dim < 0:
             raise ConfigError(f"bottleneck_dim must be >= 0 (0 = plain patch embedding), got {self.bottleneck_dim!r}")
+        if not isinstance(self.long_skip, bool):
+            raise ConfigError(f"long_skip must be true or false, got {self.long_skip!r}")
 
     @property
     def img_size(self) -> int:
@@ -108,8 +112,11 @@ class ImageConfig:
 
 
 def make_net(cfg: ImageConfig) -> JiT:
-    """An unconditional JiT without in-context tokens, initialised under cfg.seed."""
+    """An unconditional JiT without in-context tokens, initialised under cfg.seed (with ``long_skip``:
+    wrapped in :class:`manifold_lab.nets.skip.LongSkip`, one zero-initialised gate per output pixel value)."""
     torch.manual_seed(cfg.seed)
+    if cfg.long_skip:
+        return LongSkip(make_net(dataclasses.replace(cfg, long_skip=False)), (3, cfg.img_size, cfg.img_size))
     return JiT(img_size=cfg.img_size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size, depth=cfg.depth,
                num_heads=cfg.num_heads, num_classes=None, bottleneck_dim=cfg.bottleneck_dim or None, rope=cfg.rope,
                qk_norm=cfg.qk_norm, in_context_len=0)

@@ -117,7 +117,7 @@ def measure_images(cfg: ImageIdConfig) -> dict:
         raise ConfigError(f"only {len(X)} points: too few for the estimators (use more images or a smaller patch)")
     return {"data": cfg.data, "size": cfg.size, "patch_size": cfg.patch_size, "token_dim": cfg.token_dim,
             "estimator": cfg.estimator, "mle_k": cfg.mle_k if cfg.estimator == "mle" else None,
-            "n": int(len(X)), "n_images": int(len(images)), "seed": cfg.seed} | estimate_with_halves(X, cfg)
+            "n": len(X), "n_images": len(images), "seed": cfg.seed} | estimate_with_halves(X, cfg)
 
 
 def describe(rec: dict) -> str:

@@ -1,7 +1,6 @@
 """The bridge rule (toy phase diagram -> image studies) on hand-made tables, and the command on the committed ones."""
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest

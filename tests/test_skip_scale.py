@@ -17,7 +17,7 @@ from manifold_lab.nets.skip import LongSkip
 from manifold_lab.toy import ToyConfig, run_toy_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(D=8, steps=30, batch_size=32, n_samples=60, sample_steps=2, hidden_size=32, depth=3)
+TINY = {"D": 8, "steps": 30, "batch_size": 32, "n_samples": 60, "sample_steps": 2, "hidden_size": 32, "depth": 3}
 
 
 def test_long_skip_starts_as_the_plain_net_and_learns_its_gates():
@@ -44,9 +44,9 @@ def test_image_long_skip_wraps_the_same_jit():
     torch.testing.assert_close(skip(z, t), plain(z, t) + z)
 
 
-@pytest.mark.parametrize("bad, msg", [(dict(data_scale=0), "data_scale must be a finite number > 0, got 0"),
-                                      (dict(data_scale=-2.0), "got -2.0"), (dict(data_scale="4"), "got '4'"),
-                                      (dict(long_skip="yes"), "long_skip must be true or false, got 'yes'")])
+@pytest.mark.parametrize("bad, msg", [({"data_scale": 0}, "data_scale must be a finite number > 0, got 0"),
+                                      ({"data_scale": -2.0}, "got -2.0"), ({"data_scale": "4"}, "got '4'"),
+                                      ({"long_skip": "yes"}, "long_skip must be true or false, got 'yes'")])
 def test_config_checks(bad, msg):
     with pytest.raises(ConfigError, match=msg):
         ToyConfig(**bad)

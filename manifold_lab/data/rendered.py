@@ -28,7 +28,10 @@ def blob_parameters(n: int, k: int, seed: int = 0) -> dict[str, np.ndarray]:
         raise ConfigError(f"k must be one of {', '.join(map(str, BLOB_DIMS))} (free blob parameters), got {k!r}")
     check_positive("n", n, integer=True)
     rng = np.random.default_rng(seed)
-    u = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
+
+    def u(lo: float, hi: float) -> np.ndarray:
+        return rng.uniform(lo, hi, n)
+
     p = {"cx": u(0.3, 0.7), "cy": u(0.3, 0.7)}
     full = np.full(n, 1.0)
     if k == 2:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from manifold_lab.plots.toy import PRED_COLORS  # noqa: E402
+from manifold_lab.plots.toy import PRED_COLORS
 
 STUDY_MARKERS = {"image_pred_loss": "o", "image_patch": "s", "image_width": "^"}
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("manifold_lab.data.shards", "write an ImageFolder's ADM crops into memory-mappable uint8 shards"),
     "sweep": ("manifold_lab.evaluate.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
     "export": ("manifold_lab.train.export", "convert a checkpoint to the official JiT layout or back"),
+    "bridge": ("manifold_lab.bridge", "predict the image studies' pass/fail from the toy phase diagram"),
 }
 
 

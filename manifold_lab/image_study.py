@@ -20,6 +20,7 @@ measures (:mod:`manifold_lab.metrics.images`) and writes the run folder. Trainin
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from manifold_lab.metrics.features import load_feature_net
 from manifold_lab.metrics.images import ImageMetric
 from manifold_lab.nets.jit import JiT
 from manifold_lab.runs.writer import finish_run
+from manifold_lab.nets.skip import LongSkip
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import TimeSampler
 from manifold_lab.train.core import LR_SCHEDULES
@@ -77,6 +79,7 @@ class ImageConfig:
     device: str = "auto"        # auto (CUDA when present, else the CPU), cpu, cuda, cuda:N
     precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 (CPU: AMX/AVX512-BF16 only) or fp32
     compile: bool = False       # torch.compile the training forward (compiled code cached on disk, see device.py)
+    long_skip: bool = False     # add a long skip z -> output with zero-initialised learned gates (nets/skip.py)
 
     def __post_init__(self):
         check_numbers(self)
@@ -98,6 +101,8 @@ class ImageConfig:
         self._check_heads()
         if self.bottleneck_dim < 0:
             raise ConfigError(f"bottleneck_dim must be >= 0 (0 = plain patch embedding), got {self.bottleneck_dim!r}")
+        if not isinstance(self.long_skip, bool):
+            raise ConfigError(f"long_skip must be true or false, got {self.long_skip!r}")
 
     def _check_heads(self) -> None:
         """The width fits the heads (what JiT checks, here before any data or feature net is built)."""
@@ -125,7 +130,10 @@ class ImageConfig:
 
 
 def make_net(cfg: ImageConfig) -> JiT:
-    """An unconditional JiT without in-context tokens, initialised under cfg.seed."""
+    """An unconditional JiT without in-context tokens, initialised under cfg.seed (with ``long_skip``:
+    wrapped in :class:`manifold_lab.nets.skip.LongSkip`, one zero-initialised gate per output pixel value)."""
+    if cfg.long_skip:
+        return LongSkip(make_net(dataclasses.replace(cfg, long_skip=False)), (3, cfg.img_size, cfg.img_size))
     with seeds.init_rng(cfg.seed):
         return JiT(img_size=cfg.img_size, patch_size=cfg.patch_size, hidden_size=cfg.hidden_size, depth=cfg.depth,
                    num_heads=cfg.num_heads, num_classes=None, bottleneck_dim=cfg.bottleneck_dim or None,

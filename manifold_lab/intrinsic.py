@@ -247,10 +247,17 @@ def register(sub) -> None:
     p.add_argument("--samples", default=None, metavar="RUN_DIR",
                    help="measure a toy run's samples.npz instead (dist, d, D from its config.json)")
     p.add_argument("--out", default=None, metavar="FILE", help="write the record as JSON")
+    from manifold_lab.image_id import add_image_flags
+
+    add_image_flags(p)
     p.set_defaults(func=_main)
 
 
 def _main(args) -> int:
+    if args.images is not None:
+        from manifold_lab.image_id import main_images
+
+        return main_images(args, overrides_from_args(args, IdConfig))
     cfg = config_from_values(IdConfig, overrides_from_args(args, IdConfig), "flags")
     if args.out is not None:
         io.check_writable_file(args.out, "--out")

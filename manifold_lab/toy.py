@@ -29,6 +29,15 @@ larger than N spans several epochs (each point appears batch_size / N times, rou
 size is kept, so the optimiser sees the same batch size as a fresh-data run. Two sets with different
 ``data_seed`` are independent draws of a continuous distribution: disjoint (with probability 1; the
 memorisation study checks it), of the same distribution.
+
+Data scale and long skip. ``data_scale = s`` multiplies every training batch of the unit-RMS data by s
+(after embedding, which is linear: the same as before) while the noise stays N(0, I): the signal-to-noise
+ratio of z_t = t s x + (1 - t) eps moves by s, as the image side's ``noise_scale`` moves it by 1 / noise_scale.
+The generated samples are divided by s as soon as they are drawn, so samples.npz and every metric are in units
+of the data's own RMS, against the same unit-scale reference as at s = 1 (nn_dist of a perfect sampler is the
+same at every s). ``long_skip`` wraps the MLP in :class:`manifold_lab.nets.skip.LongSkip` (out = MLP(z, t) + g z,
+one gate per output coordinate, g = 0 at init). The defaults (s = 1, no skip) leave the run untouched, bit for
+bit: neither knob adds an operation then.
 """
 from __future__ import annotations
 
@@ -48,6 +57,7 @@ from manifold_lab.device import PRECISIONS, autocast, check_device, resolve_devi
 from manifold_lab.metrics.manifold import toy_metrics
 from manifold_lab.nets.mlp import MLP
 from manifold_lab.runs.writer import finish_run
+from manifold_lab.nets.skip import LongSkip
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import T_SAMPLERS, TimeSampler
 from manifold_lab.train.core import LR_SCHEDULES
@@ -84,6 +94,8 @@ class ToyConfig:
     device: str = "auto"        # auto (CUDA when present, else the CPU), cpu, cuda, cuda:N
     precision: str = "auto"     # auto (bf16 autocast on CUDA, none on the CPU), bf16 (CPU: AMX/AVX512-BF16 only) or fp32
     compile: bool = False       # torch.compile the training forward (compiled code cached on disk, see device.py)
+    long_skip: bool = False     # add a long skip z -> output with zero-initialised learned gates (nets/skip.py)
+    data_scale: float = 1.0     # s: the unit-RMS data is multiplied by s before embedding; the noise stays unit
 
     def __post_init__(self):
         check_numbers(self)
@@ -107,6 +119,7 @@ class ToyConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        check_scale_and_skip(self)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
@@ -141,6 +154,23 @@ class CycledBatches:
         return self.X[idx], None
 
 
+def check_scale_and_skip(cfg) -> None:
+    """long_skip must be a bool and data_scale a finite number > 0 (ConfigError otherwise)."""
+    if not isinstance(cfg.long_skip, bool):
+        raise ConfigError(f"long_skip must be true or false, got {cfg.long_skip!r}")
+    s = cfg.data_scale
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < float("inf"):
+        raise ConfigError(f"data_scale must be a finite number > 0, got {s!r}")
+
+
+def scaled_batches(batch_fn, s: float):
+    """A batch_fn whose data batches are multiplied by s (the data scale; the noise is drawn elsewhere, unit)."""
+    def fn(b, g):
+        x, y = batch_fn(b, g)
+        return x * s, y
+    return fn
+
+
 @dataclass
 class ToyModel:
     """A trained toy model and what it was trained on (see :func:`run_toy_model`)."""
@@ -165,6 +195,8 @@ def run_toy_model(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True)
     emb = ColumnOrthogonalEmbedding(cfg.D, cfg.d, seed=cfg.proj_seed)
     with seeds.init_rng(cfg.seed):
         net = MLP(cfg.D, hidden_size=cfg.hidden_size, depth=cfg.depth)
+    if cfg.long_skip:
+        net = LongSkip(net, (cfg.D,))
     den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_eps=cfg.t_eps,
                    t_sampler=TimeSampler(cfg.t_sampler, cfg.p_mean, cfg.p_std))
     train_set = draw_train_set(cfg)
@@ -173,6 +205,8 @@ def run_toy_model(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True)
             return emb.embed(sample_toy(cfg.dist, b, cfg.d, g)), None
     else:
         batch_fn = CycledBatches(emb.embed(train_set).to(device))
+    if cfg.data_scale != 1:
+        batch_fn = scaled_batches(batch_fn, cfg.data_scale)
 
     result = train(net, den, batch_fn, cfg.train_config(), progress=progress,
                    desc=f"toy D={cfg.D} {cfg.pred}-pred")
@@ -181,6 +215,8 @@ def run_toy_model(cfg: ToyConfig, out_dir: str | Path, *, progress: bool = True)
         samples = generate(den, result.eval_net, (cfg.n_samples, cfg.D), steps=cfg.sample_steps, solver=cfg.solver,
                            device=device, generator=seeds.generator(cfg.seed, "sample", device))
     sample_s = time.perf_counter() - t0
+    if cfg.data_scale != 1:
+        samples = samples / cfg.data_scale  # back to the unit-scale data's units: every metric and file below
     g_ref = seeds.generator(cfg.seed, "reference")
     reference = sample_toy(cfg.dist, cfg.n_reference, cfg.d, g_ref)
     fresh = sample_toy(cfg.dist, cfg.n_samples, cfg.d, g_ref)

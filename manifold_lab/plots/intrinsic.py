@@ -143,3 +143,43 @@ def fig_jacobian_spectra(summary: pd.DataFrame, study_dir: Path, n_show: int = 1
         axes[0, -1].legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+# ---- real images and patches (the image_intrinsic_dim study) ---------------------------------------------
+# Whole-image context, not a target: Pope et al. 2021 (ICLR), MLE with k = 20 neighbours.
+LITERATURE_WHOLE_IMAGE_MLE = {"CIFAR-10": 25.0, "ImageNet": 43.0}
+
+
+def image_id_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (size, patch_size, estimator): token_dim, estimate, half_min, half_max, n (seed-averaged)."""
+    wide = summary.pivot_table(index=["run_id", "size", "patch_size", "estimator"], columns="metric",
+                               values="value").reset_index()
+    cols = [c for c in ("token_dim", "estimate", "half_min", "half_max", "half_std", "n", "n_images") if c in wide]
+    return wide.groupby(["size", "patch_size", "estimator"], as_index=False)[cols].mean()
+
+
+@register("image_id_vs_token_dim")
+def fig_image_id_vs_token_dim(summary: pd.DataFrame, study_dir: Path):
+    """Estimated intrinsic dimension of JiT patches (and whole images) of the shipped photos against the
+    token dimension, bars: range over random halves; dotted: ID = token dimension; dashed: the
+    literature's whole-image MLE (k = 20) figures as context."""
+    t = image_id_table(summary)
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for est, g in t.groupby("estimator"):
+        for whole, part in g.groupby(g["patch_size"] == 0):
+            part = part.sort_values("token_dim")
+            err = np.vstack([part["estimate"] - part.get("half_min", part["estimate"]),
+                             part.get("half_max", part["estimate"]) - part["estimate"]]).clip(0)
+            ax.errorbar(part["token_dim"], part["estimate"], yerr=err, marker="D" if whole else EST_STYLE[est][0],
+                        ls="none" if whole else EST_STYLE[est][1:], capsize=3, color="k" if whole else None,
+                        mfc="none" if est == "mle" else None,
+                        label=f"{est}, {'whole images' if whole else 'patches'}")
+    lo, hi = t["token_dim"].min() / 1.5, t["token_dim"].max() * 1.5
+    ax.plot([lo, hi], [lo, hi], ":", color="0.6", label="ID = token dimension")
+    for i, (name, val) in enumerate(LITERATURE_WHOLE_IMAGE_MLE.items()):
+        ax.axhline(val, ls="--", lw=1, color=f"C{5 + i}", label=f"{name} whole images, MLE k=20 (Pope et al.)")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(2, 200), xlabel="token dimension p*p*3 (whole image: 3*S*S)",
+           ylabel="estimated intrinsic dimension", title="Intrinsic dimension of shipped photo patches")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

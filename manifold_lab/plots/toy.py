@@ -118,3 +118,59 @@ def fig_pred_loss_heatmap(summary: pd.DataFrame, study_dir: Path, metric: str = 
         ax.set_ylabel("loss space")
     fig.tight_layout()
     return fig
+
+
+# ---- long skip and data scale (toy_skip, image_skip, toy_data_scale) -------------------------------------
+def skip_ratios(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per (cell, pred, long_skip, seed): the metric (nn_dist for the toy, fd_feat for images) over plain
+    x-prediction's (long_skip false) at the same cell and seed. Cell: every parameter but pred, seed,
+    long_skip. Columns: cell (text), pred, long_skip, seed, value, ratio."""
+    metric = "nn_dist" if "nn_dist" in set(summary["metric"]) else "fd_feat"
+    df = summary[summary["metric"] == metric].copy()
+    skip = {"study", "run_id", "metric", "value", "pred", "seed", "long_skip"}
+    keys = [c for c in df.columns if c not in skip and df[c].nunique() > 1]
+    df["cell"] = df[keys].astype(str).agg(" ".join, axis=1) if keys else "all"
+    df["long_skip"] = df["long_skip"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    ref = df[(df["pred"] == "x") & ~df["long_skip"]].set_index(["cell", "seed"])["value"]
+    df["ratio"] = df["value"].to_numpy() / ref.reindex(list(zip(df["cell"], df["seed"]))).to_numpy()
+    return df[["cell", "pred", "long_skip", "seed", "value", "ratio"]]
+
+
+@register("skip_ratio")
+def fig_skip_ratio(summary: pd.DataFrame, study_dir: Path):
+    """Each target's metric over plain x-prediction's per cell, without (open) and with (filled) the long skip;
+    bars: the mean over seeds, dots: each seed; dashed: the failure threshold 3."""
+    r = skip_ratios(summary)
+    cells = list(dict.fromkeys(r["cell"]))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cells) + 2), 4.0))
+    combos = [(p, s) for p in PRED_ORDER for s in (False, True) if ((r["pred"] == p) & (r["long_skip"] == s)).any()]
+    width = 0.8 / max(1, len(combos))
+    for i, (p, s) in enumerate(combos):
+        sub = r[(r["pred"] == p) & (r["long_skip"] == s)]
+        pos = np.array([cells.index(c) for c in sub["cell"]]) + (i - (len(combos) - 1) / 2) * width
+        mean = sub.groupby("cell")["ratio"].mean().reindex(cells)
+        ax.bar(np.arange(len(cells)) + (i - (len(combos) - 1) / 2) * width, mean, width,
+               color=PRED_COLORS[p] if s else "none", edgecolor=PRED_COLORS[p], label=f"{p}{' + skip' if s else ''}")
+        ax.scatter(pos, sub["ratio"], s=8, color="k", zorder=3)
+    ax.axhline(3.0, ls="--", color="0.4", lw=1)
+    ax.set_xticks(range(len(cells)), cells, rotation=20, fontsize=7)
+    ax.set(yscale="log", ylabel="metric / plain x-prediction's")
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    return fig
+
+
+@register("scale_vs_D")
+def fig_scale_vs_D(summary: pd.DataFrame, study_dir: Path, metric: str = "nn_dist"):
+    """nn_dist (in units of the data's RMS) against D, one panel per target, one line per data scale s."""
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    df = summary[summary["metric"] == metric].copy()
+    df["value"] = df["value"].astype(float).clip(lower=1e-5, upper=1e6)
+    preds = [p for p in PRED_ORDER if p in set(df["pred"])]
+    fig, axes = plt.subplots(1, len(preds), figsize=(4.2 * len(preds), 3.4), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], preds):
+        sns.lineplot(df[df["pred"] == p], x="D", y="value", hue="data_scale", palette="viridis", marker="o",
+                     errorbar=("pi", 100), ax=ax)
+        ax.set(xscale="log", yscale="log", title=f"{p}-prediction", ylabel=f"{metric} (data RMS units)")
+    fig.tight_layout()
+    return fig

@@ -22,7 +22,6 @@ half_std, half_min, half_max, n (points used), n_images, token_dim, size, patch_
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 from manifold_lab import io
 from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.metrics import intrinsic_dim as idim
+from manifold_lab.runs.writer import finish_run
 
 ID_ESTIMATORS = ("twonn", "mle")
 
@@ -128,15 +128,13 @@ def describe(rec: dict) -> str:
             f"n={rec['n']} from {rec['n_images']} images: {rec['estimate']:.3f}{spread}")
 
 
-def run_image_id_point(cfg: ImageIdConfig, out_dir: str | Path) -> dict[str, float]:
-    """One study point: config.json, then metrics.json (the numeric fields of the record; written last)."""
-    out_dir = Path(out_dir)
+def run_image_id_point(cfg: ImageIdConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, float]:
+    """One study point through the one run-folder writer: config.json, then metrics.json (the numeric fields of
+    the record; written last). ``progress`` is accepted for the registry's signature; the point is short."""
     rec = measure_images(cfg)
-    io.write_json(out_dir / "config.json", dataclasses.asdict(cfg))
     metrics = {k: float(v) for k, v in rec.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "size", "patch_size")}
-    io.write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    return finish_run(out_dir, cfg, metrics, kind="image_id")
 
 
 # ---- the `id --images` command ---------------------------------------------------------------------

@@ -18,6 +18,7 @@ FILES: dict[str, dict[str, str]] = {
     "toy": {"samples": "samples.npz", "curve": "curve.csv", "samples_figure": "fig_samples.png"},
     "image": {"samples": "samples.npz", "samples_grid": "samples.png", "curve": "curve.csv"},
     "intrinsic": {"dims": "dims.csv", "jacobian": "jacobian.csv", "jac_counts": "jac_counts.csv"},
+    "image_id": {},
     "memorisation": {"per_sample": "memorisation.npz", "point_figure": "fig_memorisation.png",
                      "samples_a": "model_a/samples.npz", "samples_b": "model_b/samples.npz"},
     "imagenet": {"train_config": "train_config.yaml", "best": "sweep/best.json", "sweep": "sweep/sweep.csv",

@@ -24,8 +24,8 @@ LAYERS = [
     ("core", {"param", "schedule", "device", "config", "nets", "data"}),
     ("objective, sampling, metrics, plots", {"denoiser", "sample", "metrics", "plots"}),
     ("train, evaluate", {"train", "evaluate"}),
-    ("runs", {"toy", "image_study", "intrinsic", "memorisation", "imagenet_study", "runs"}),
-    ("studies", {"studies"}),
+    ("runs", {"toy", "image_study", "image_id", "intrinsic", "memorisation", "imagenet_study", "runs"}),
+    ("studies", {"studies", "bridge"}),
     ("cli", {"cli", "__main__"}),
 ]
 

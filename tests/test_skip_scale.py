@@ -99,7 +99,7 @@ SHRINK = {
     "toy_data_scale": ["data_scale=[0.25,4.0]", "D=[4]", "pred=[x]", "seed=[0]", "steps=20", "batch_size=32",
                        "n_samples=100", "sample_steps=3", "hidden_size=16"],
     "image_skip": ["setting=[{patch_size: 2, hidden_size: 16, steps: 3}]", "pred=[x,eps]", "long_skip=[true]",
-                   "seed=[0]", "batch_size=8", "n_train=64", "n_samples=16", "sample_steps=2", "feat_steps=3",
+                   "seed=[0]", "batch_size=8", "n_train=64", "n_samples=16", "sample_steps=2", "feat_steps=11",
                    "warmup_steps=0", "depth=1"],
 }
 RUNS = {"toy_skip": 2, "toy_data_scale": 2, "image_skip": 2}

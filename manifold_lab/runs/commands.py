@@ -11,7 +11,10 @@ MODULE = __name__
 
 def command_table() -> dict[str, tuple[str, str]]:
     """command -> (module whose register(sub) adds it, one-line help), for every run kind."""
-    return {k.command: (k.module if k.custom_command else MODULE, k.help) for k in RUNS.values()}
+    table: dict[str, tuple[str, str]] = {}
+    for k in RUNS.values():   # two kinds may share a command (id: toy clouds and images); the first one owns it
+        table.setdefault(k.command, (k.module if k.custom_command else MODULE, k.help))
+    return table
 
 
 def description(kind: RunKind) -> str:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("manifold_lab.evaluate.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
     "export": ("manifold_lab.train.official", "convert a checkpoint to the official JiT layout or back"),
     "id": ("manifold_lab.intrinsic", "intrinsic dimension of a toy cloud (x, eps, v, z_t) or of a run's samples"),
+    "report": ("manifold_lab.report", "write the results gallery results/README.md from every study's summary"),
 }
 
 

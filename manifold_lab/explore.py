@@ -102,23 +102,29 @@ def table(df: pd.DataFrame, metric: str, rows, cols, agg: str = "mean", **where)
     return sel.pivot_table(index=rows, columns=cols, values="value", aggfunc=agg)
 
 
-def spec(study: str):
-    """The study's YAML (``studies/<study>.yaml`` of the project), or None when there is none."""
+def _yaml(study: str, results_dir=None) -> Path:
+    """``studies/<study>.yaml`` beside the results folder when it has one, else the project's."""
+    beside = _results(results_dir).resolve().parent / "studies" / f"{study}.yaml"
+    return beside if beside.is_file() else paths.studies_dir() / f"{study}.yaml"
+
+
+def spec(study: str, results_dir=None):
+    """The study's YAML (``studies/<study>.yaml``), or None when there is none."""
     from manifold_lab.studies.spec import load_study
 
-    path = paths.studies_dir() / f"{study}.yaml"
+    path = _yaml(study, results_dir)
     return load_study(path) if path.is_file() else None
 
 
-def question(study: str) -> str:
+def question(study: str, results_dir=None) -> str:
     """One line: the study YAML's first comment line, else the first sentence of its description."""
-    path = paths.studies_dir() / f"{study}.yaml"
+    path = _yaml(study, results_dir)
     if not path.is_file():
         return ""
     first = path.read_text().splitlines()[:1]
     if first and first[0].startswith("#"):
         return first[0].lstrip("# ").strip()
-    s = spec(study)
+    s = spec(study, results_dir)
     return s.description.split(". ")[0].strip() if s else ""
 
 
@@ -139,7 +145,7 @@ def runs(study: str, results_dir=None) -> pd.DataFrame:
         summary = read_summary(study, results_dir)
     except FileNotFoundError:
         summary = pd.DataFrame(columns=list(ID_COLUMNS))
-    s = spec(study)
+    s = spec(study, results_dir)
     grid = [(s.format_id(p), p) for p in s.points()] if s else []
     rows = {rid: {"run_id": rid, **p, "in_grid": True} for rid, p in grid}
     params = [c for c in summary.columns if c not in ID_COLUMNS]
@@ -162,7 +168,7 @@ def status(study: str, results_dir=None) -> dict:
     grid = r[r["in_grid"]] if not r.empty else r
     summary_runs = r[r["in_summary"]] if not r.empty else r
     seeds = sorted(summary_runs["seed"].dropna().unique().tolist()) if "seed" in r.columns else []
-    return {"study": study, "question": question(study), "total": len(grid),
+    return {"study": study, "question": question(study, results_dir), "total": len(grid),
             "done": int((grid["status"] == "done").sum()) if len(grid) else 0,
             "pending": grid.loc[grid["status"] == "pending", "run_id"].tolist() if len(grid) else [],
             "runs_in_summary": len(summary_runs), "beyond_grid": int((~r["in_grid"]).sum()) if len(r) else 0,
@@ -210,7 +216,7 @@ def figures(study: str, results_dir=None) -> list[Path]:
     """The study's saved figures (fig_*.png), in the YAML's order where it lists them."""
     d = study_dir(study, results_dir)
     found = sorted(d.glob("fig_*.png"))
-    s = spec(study)
+    s = spec(study, results_dir)
     order = [f"fig_{n}.png" for n in (s.figures if s else [])]
     return sorted(found, key=lambda p: (order.index(p.name) if p.name in order else len(order), p.name))
 
@@ -277,12 +283,27 @@ def beside_paper(study: str, metric: str, results_dir=None) -> pd.DataFrame:
 PREFERRED_METRICS = ("nn_dist", "fd_feat", "copy_share_proj", "id_twonn_samples_proj_x", "fid")
 
 
-def default_view(df: pd.DataFrame) -> tuple[str, str, str]:
-    """A sensible (metric, rows, cols) for a first look: the headline metric, the varied parameter as rows,
-    the prediction target (or the next varied parameter) as columns."""
+# The headline view of the committed studies: (metric, rows, cols); rows may be a list of parameters.
+VIEWS = {
+    "toy_fig2": ("nn_dist", "D", "pred"), "toy_pred_loss": ("nn_dist", ["D", "loss"], "pred"),
+    "image_pred_loss": ("fd_feat", ["patch_size", "loss"], "pred"), "image_width": ("fd_feat", "hidden_size", "pred"),
+    "image_patch": ("fd_feat", "patch_size", "pred"), "image_bottleneck": ("fd_feat", "bottleneck_dim", "pred"),
+    "image_noise_shift": ("fd_feat", "p_mean", "pred"), "toy_phase": ("nn_dist", ["pred", "D"], "hidden_size"),
+    "toy_phase_long": ("nn_dist", ["hidden_size", "D"], "pred"),
+    "toy_intrinsic_dim": ("id_twonn_samples_proj_x", ["dist", "d"], "D"),
+    "toy_memorisation": ("copy_share_proj", ["D", "pred"], "n_train"),
+}
+
+
+def default_view(df: pd.DataFrame) -> tuple[str, str | list, str]:
+    """A sensible (metric, rows, cols) for a first look: the study's entry of VIEWS, else the headline metric,
+    the varied parameter as rows and the prediction target (or the next varied parameter) as columns."""
+    study = df["study"].iloc[0] if "study" in df.columns and len(df) else None
+    if study in VIEWS and VIEWS[study][0] in set(df["metric"]):
+        return VIEWS[study]
     metrics = list(df["metric"].unique())
     metric = next((m for m in PREFERRED_METRICS if m in metrics), metrics[0])
-    varied = [c for c in parameters(df) if c != "seed" and df[c].nunique() > 1]
+    varied = [c for c in parameters(df) if c != "seed" and c not in DERIVED_SETTINGS and df[c].nunique() > 1]
     cols = "pred" if "pred" in varied else (varied[1] if len(varied) > 1 else "seed")
     rows = next((c for c in varied if c != cols), "run_id")
     return metric, rows, cols

@@ -47,6 +47,7 @@ def _load(state: dict) -> None:
     """A new study: its table, a default view and its filter boxes."""
     df = explore.load_summary(state["study"].value, state["results_dir"])
     metric, rows, cols = explore.default_view(df)
+    rows = rows[0] if isinstance(rows, list) else rows   # one dropdown per axis
     names = explore.parameters(df) + ["run_id"]
     state.update(df=df, filters={})
     state["metric"].options, state["metric"].value = sorted(df["metric"].unique()), metric

@@ -80,7 +80,7 @@ def provenance(study: str, results_dir=None) -> str:
 def section(study: str, results_dir=None) -> str:
     """The gallery's Markdown for one study (links relative to the results folder)."""
     st = explore.status(study, results_dir)
-    s = explore.spec(study)
+    s = explore.spec(study, results_dir)
     out = [f"## {study}", "", st["question"] or "(no study YAML)", ""]
     if s is not None:
         out += [f"Grid: {explore.grid_text(s)}.", ""]

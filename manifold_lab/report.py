@@ -119,8 +119,11 @@ def gallery(results_dir=None) -> str:
             "`notebooks/explore.ipynb` (`manifold_lab.explore`).", "",
             "| study | question | done |", "|---|---|---|"]
     for s in ordered:
-        st = explore.status(s, results_dir)
-        head.append(f"| [{s}](#{s}) | {st['question']} | {st['done']} of {st['total']} |")
+        try:
+            st = explore.status(s, results_dir)
+            head.append(f"| [{s}](#{s}) | {st['question']} | {st['done']} of {st['total']} |")
+        except Exception as e:  # noqa: BLE001 - reported in the study's section below
+            head.append(f"| [{s}](#{s}) | could not read: {type(e).__name__} | |")
     body = []
     for s in ordered:
         try:

@@ -51,3 +51,15 @@ def test_one_unreadable_study_does_not_cost_the_others(tmp_path):
     (tmp_path / "broken" / "summary.csv").write_text("study,run_id\nbroken,a\n")
     text = report.gallery(tmp_path)
     assert "## broken\n\ncould not summarise: KeyError" in text and "## toy_fig2" in text
+
+
+def test_the_study_runner_rewrites_the_gallery_after_collecting(tmp_path, monkeypatch):
+    from manifold_lab.studies import results, runner
+    from manifold_lab.studies.spec import load_study
+
+    committed = explore.read_summary("toy_fig2", RESULTS)
+    monkeypatch.setattr(results, "summarise", lambda *a, **k: committed)
+    spec = load_study(ROOT / "studies" / "toy_fig2.yaml")
+    runner.collect(spec, tmp_path / "toy_fig2", [], figures=False)
+    text = (tmp_path / "README.md").read_text()
+    assert "## toy_fig2" in text and "Done: **12 of 12** grid points" in text

@@ -116,26 +116,27 @@ def _wait(fn, timeout: float, what: str):
 def run_all_in_lab(browser, lab, name: str, timeout: float = 240) -> dict:
     """Open ``name`` in JupyterLab, Run All, wait for every cell, save; returns what the page and file show."""
     browser.get(f"{lab['url']}/lab/tree/{name}?token={TOKEN}")
-    _wait(lambda: browser.execute_script("return !!(window.jupyterapp && document.querySelector("
-                                         "'.jp-NotebookPanel .jp-Cell'))"), 120, "the notebook to open")
-    _wait(lambda: browser.execute_script(
-        "const p = window.jupyterapp.shell.currentWidget; return p && p.sessionContext && "
-        "p.sessionContext.session && p.sessionContext.session.kernel && "
-        "p.sessionContext.session.kernel.status === 'idle'"), 120, "the kernel to start")
+    current = ("const p = window.jupyterapp && window.jupyterapp.shell.currentWidget; "
+               f"const mine = !!(p && p.context && p.context.path === '{name}'); ")
+    _wait(lambda: browser.execute_script(current + "return mine && !!p.node.querySelector('.jp-Cell')"), 120,
+          f"{name} to open")
+    idle = current + "return mine && p.sessionContext?.session?.kernel?.status === 'idle'"
+    _wait(lambda: browser.execute_script(idle), 120, "the kernel to start")
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    state = ("const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(e => e.textContent);"
-             "return prompts.some(t => /\\[\\d+\\]/.test(t)) && !prompts.some(t => t.includes('*')) && "
-             "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
+    state = (current + "const prompts = [...p.node.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]"
+             ".map(e => e.textContent); return mine && prompts.some(t => /\\[\\d+\\]/.test(t)) && "
+             "!prompts.some(t => t.includes('*')) && p.sessionContext?.session?.kernel?.status === 'idle'")
     # finished: the kernel idle, no cell queued or running ([*]), twice in a row (Run All stops at an error)
     _wait(lambda: browser.execute_script(state) and not time.sleep(1) and browser.execute_script(state), timeout,
           f"the cells of {name} to run")
     browser.execute_script("window.jupyterapp.commands.execute('docmanager:save')")
     time.sleep(2)
     images = browser.execute_script(
-        "return [...document.querySelectorAll('.jp-OutputArea-output img')]"
+        current + "return [...p.node.querySelectorAll('.jp-OutputArea-output img')]"
         ".filter(i => i.src.startsWith('data:image/png') && i.complete && i.naturalWidth > 100).length")
-    widgets = browser.execute_script("return document.querySelectorAll('.jupyter-widgets, .widget-dropdown').length")
-    browser.execute_script("const i = document.querySelector('.jp-OutputArea-output img'); "
+    widgets = browser.execute_script(current + "return p.node.querySelectorAll('.jupyter-widgets, .widget-dropdown')"
+                                     ".length")
+    browser.execute_script(current + "const i = p.node.querySelector('.jp-OutputArea-output img'); "
                            "if (i) i.scrollIntoView({block: 'center'});")
     time.sleep(1)
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ def _with_parameters(src: Path, dst: Path, params: dict) -> Path:
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     lines = "".join(cell["source"]).split("\n")
     for key, value in params.items():
-        hit = [i for i, line in enumerate(lines) if line.startswith(f"{key}:") or line.startswith(f"{key} =")]
+        hit = [i for i, line in enumerate(lines) if line.startswith((f"{key}:", f"{key} ="))]
         assert hit, f"{src.name} has no parameter {key}"
         lines[hit[0]] = f"{key} = {value!r}"
     cell["source"] = "\n".join(lines)
@@ -65,7 +65,7 @@ def lab(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "MANIFOLD_LAB_ROOT": str(work), "PYTHONPATH": f"{ROOT}{os.pathsep}"
            f"{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", "JUPYTER_CONFIG_DIR": str(work / "cfg")}
-    log = open(work / "lab.log", "w")
+    log = open(work / "lab.log", "w")  # noqa: SIM115 - the server writes to it until the fixture ends
     proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
                              "--ServerApp.ip=127.0.0.1", "--allow-root", f"--IdentityProvider.token={TOKEN}",
                              f"--ServerApp.root_dir={work / 'notebooks'}", "--LabApp.expose_app_in_browser=True",

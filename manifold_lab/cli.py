@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("manifold_lab.evaluate.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
     "export": ("manifold_lab.train.export", "convert a checkpoint to the official JiT layout or back"),
     "bridge": ("manifold_lab.bridge", "predict the image studies' pass/fail from the toy phase diagram"),
+    "report": ("manifold_lab.report", "write the results gallery results/README.md from every study's summary"),
 }
 
 

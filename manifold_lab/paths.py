@@ -4,6 +4,9 @@ from a source checkout and from an installed package alike.
 The root is, in this order: ``$MANIFOLD_LAB_ROOT``; the checkout that holds this package (a folder with
 ``pyproject.toml`` and ``notebooks/`` above ``manifold_lab/``); the current working directory when it holds
 ``notebooks/`` (an installed package run from a clone). Otherwise a one-line error says to set the variable.
+
+A relative ``out_dir`` is resolved against that root, never against the notebook's folder: ``results/scratch/toy``
+from a JupyterLab kernel started in ``notebooks/`` is ``<root>/results/scratch/toy``, as it is for papermill.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 
 from manifold_lab.checks import ConfigError
 
-ROOT_VAR = "MANIFOLD_LAB_ROOT"
+ROOT_ENV = "MANIFOLD_LAB_ROOT"
 
 
 def _is_root(path: Path) -> bool:
@@ -21,15 +24,15 @@ def _is_root(path: Path) -> bool:
 
 def project_root() -> Path:
     """The project folder holding configs/, notebooks/ and studies/ (see the module docstring)."""
-    env = os.environ.get(ROOT_VAR)
+    env = os.environ.get(ROOT_ENV)
     if env:
         if not _is_root(Path(env)):
-            raise ConfigError(f"${ROOT_VAR}={env!r} holds no notebooks/ with studies/ or configs/")
+            raise ConfigError(f"${ROOT_ENV}={env!r} holds no notebooks/ with studies/ or configs/")
         return Path(env)
     for candidate in (Path(__file__).resolve().parents[1], Path.cwd()):
         if _is_root(candidate):
             return candidate
-    raise ConfigError(f"cannot find the project folder (notebooks/, configs/, studies/): set ${ROOT_VAR} to the "
+    raise ConfigError(f"cannot find the project folder (notebooks/, configs/, studies/): set ${ROOT_ENV} to the "
                       "clone of manifold_lab, or run from it")
 
 

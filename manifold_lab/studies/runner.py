@@ -135,6 +135,7 @@ def collect(spec: StudySpec, study_dir: Path, points: list, *, figures: bool = T
         results.write_summary(summary, study_dir)
         if figures:
             render_figures(spec, summary, study_dir)
+        __import__("manifold_lab.report").report.write_gallery(study_dir.parent)  # results/README.md, the gallery
     return summary
 
 

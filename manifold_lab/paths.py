@@ -26,9 +26,10 @@ def project_root() -> Path:
     """The project folder holding configs/, notebooks/ and studies/ (see the module docstring)."""
     env = os.environ.get(ROOT_ENV)
     if env:
-        if not _is_root(Path(env)):
-            raise ConfigError(f"${ROOT_ENV}={env!r} holds no notebooks/ with studies/ or configs/")
-        return Path(env)
+        env = Path(env).expanduser().resolve()
+        if not _is_root(env):
+            raise ConfigError(f"${ROOT_ENV}={str(env)!r} holds no notebooks/ with studies/ or configs/")
+        return env
     for candidate in (Path(__file__).resolve().parents[1], Path.cwd()):
         if _is_root(candidate):
             return candidate

@@ -130,7 +130,24 @@ def gallery(results_dir=None) -> str:
             body.append(section(s, results_dir))
         except Exception as e:  # noqa: BLE001 - one unreadable study must not cost the gallery of the others
             body.append(f"## {s}\n\ncould not summarise: {type(e).__name__}: {e}\n")
-    return "\n".join(head) + "\n\n" + "\n".join(body)
+    return "\n".join(head) + "\n\n" + "\n".join(body) + analyses(results_dir, set(studies))
+
+
+def analyses(results_dir, studies: set[str]) -> str:
+    """Folders of results/ made by an analysis over other studies (e.g. ``bridge``: no grid, no summary.csv):
+    their figures, their tables and their NOTES.md, so every committed figure is in the gallery."""
+    root = Path(results_dir) if results_dir is not None else paths.results_dir()
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in studies and not p.name.startswith(".")):
+        figs, tables = sorted(d.glob("fig_*.png")), sorted(d.glob("*.csv"))
+        if not figs:
+            continue
+        out += [f"## {d.name}", "", "An analysis over other studies' summaries (no grid of its own). Tables: "
+                + (", ".join(f"[`{d.name}/{t.name}`]({d.name}/{t.name})" for t in tables) or "none") + ".", ""]
+        out += [f"![{f.stem}]({d.name}/{f.name})\n" for f in figs]
+        if (d / "NOTES.md").is_file():
+            out += [(d / "NOTES.md").read_text().strip(), ""]
+    return ("\n" + "\n".join(out)) if out else ""
 
 
 def write_gallery(results_dir=None) -> Path:

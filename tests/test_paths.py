@@ -5,8 +5,16 @@ import papermill
 import pytest
 
 from manifold_lab import paths
+from manifold_lab.checks import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fake_root(path: Path) -> Path:
+    """A folder that looks like a project root (notebooks/ and studies/)."""
+    for name in ("notebooks", "studies"):
+        (path / name).mkdir(exist_ok=True)
+    return path
 
 
 def test_project_root_is_the_source_tree_unless_the_environment_says_otherwise(monkeypatch, tmp_path):
@@ -14,7 +22,10 @@ def test_project_root_is_the_source_tree_unless_the_environment_says_otherwise(m
     assert paths.project_root() == ROOT
     assert paths.studies_dir() == ROOT / "studies" and paths.notebooks_dir() == ROOT / "notebooks"
     assert paths.configs_dir() == ROOT / "configs"
-    monkeypatch.setenv(paths.ROOT_ENV, str(tmp_path))
+    with pytest.raises(ConfigError, match="holds no notebooks"):    # a root must look like one
+        monkeypatch.setenv(paths.ROOT_ENV, str(tmp_path))
+        paths.project_root()
+    _fake_root(tmp_path)
     assert paths.project_root() == tmp_path.resolve()
     assert paths.resolve_out_dir("results/scratch/a") == tmp_path.resolve() / "results/scratch/a"
     assert paths.resolve_out_dir(tmp_path / "abs") == tmp_path / "abs"
@@ -22,7 +33,7 @@ def test_project_root_is_the_source_tree_unless_the_environment_says_otherwise(m
 
 def test_notebook_run_from_the_notebooks_folder_writes_under_the_project_results(monkeypatch, tmp_path):
     """As a JupyterLab kernel does: the working directory is notebooks/, out_dir is the default relative one."""
-    monkeypatch.setenv(paths.ROOT_ENV, str(tmp_path))
+    monkeypatch.setenv(paths.ROOT_ENV, str(_fake_root(tmp_path)))
     out_nb = tmp_path / "executed.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / "toy_manifold.ipynb"), str(out_nb), kernel_name="python3",
                                parameters={"D": 4, "steps": 3, "n_samples": 64, "n_reference": 10000,

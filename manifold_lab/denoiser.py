@@ -24,7 +24,8 @@ def _call(net, z, t, y):
 class Denoiser:
     """Target, loss space and noise process of a denoising model (t = 1 clean).
 
-    pred: how the net output is read (x, eps, v). loss: the space of the squared error (x, eps, v).
+    pred: how the net output is read (x, eps, v, or a pre-conditioner edm, linear: x^ = c_skip z + c_out F;
+    see :mod:`manifold_lab.param`). loss: the space of the squared error (x, eps, v).
     t_sampler: training-time t. t_eps: the clamp of (1 - t) and t in divisions (JiT 0.05).
     noise_scale: eps ~ N(0, noise_scale^2 I) (JiT: image_size / 256).
     num_classes / label_drop: class conditioning; with probability label_drop a label is replaced by the
@@ -40,7 +41,7 @@ class Denoiser:
     label_drop: float = 0.0
 
     def __post_init__(self):
-        param.check_target("prediction target", self.pred)
+        param.check_pred("prediction target", self.pred)
         param.check_target("loss space", self.loss)
         if not 0 < self.t_eps < 1:
             raise ConfigError(f"t_eps must be in (0, 1), got {self.t_eps!r}")

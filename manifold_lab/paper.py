@@ -37,3 +37,49 @@ TABLE4 = {
     ("JiT-L/16", "in_context"): (3.39, 2.79),
 }
 TABLE4_RUNGS = ("baseline", "rope_qknorm", "in_context")
+
+# Table 10: pre-conditioners, JiT-B/16 at 256 px, the Table 2 settings (200 epochs, CFG); key: (loss, pred).
+# "edm" is the EDM-style pre-conditioner, "linear" c_skip = t, c_out = 1 - t; the x column is Table 2's.
+TABLE10 = {
+    ("x", "x"): 10.14, ("x", "edm"): 28.94, ("x", "linear"): 39.50,
+    ("eps", "x"): 10.45, ("eps", "edm"): 72.05, ("eps", "linear"): 67.56,
+    ("v", "x"): 8.62, ("v", "edm"): 35.49, ("v", "linear"): 46.25,
+}
+TABLE10_PREDS = ("x", "edm", "linear")
+
+# Table 5: resolution at fixed sequence length (256 tokens), JiT-B, 200 epochs, CFG interval; key: config.
+TABLE5 = {"jit_b16_in256": 4.37, "jit_b32_in512": 4.64, "jit_b64_in1024": 4.82}
+
+# Table 6: scale, CFG interval; key: (config, epochs) -> FID. The G "600-epoch" entries are the
+# early-stopped models (about 320 epochs), as the paper states.
+TABLE6 = {
+    ("jit_b16_in256", 200): 4.37, ("jit_b16_in256", 600): 3.66,
+    ("jit_l16_in256", 200): 2.79, ("jit_l16_in256", 600): 2.36,
+    ("jit_h16_in256", 200): 2.29, ("jit_h16_in256", 600): 1.86,
+    ("jit_g16_in256", 200): 2.15, ("jit_g16_in256", 600): 1.82,
+    ("jit_b32_in512", 200): 4.64, ("jit_b32_in512", 600): 4.02,
+    ("jit_l32_in512", 200): 3.06, ("jit_l32_in512", 600): 2.53,
+    ("jit_h32_in512", 200): 2.51, ("jit_h32_in512", 600): 1.94,
+    ("jit_g32_in512", 200): 2.11, ("jit_g32_in512", 600): 1.78,
+}
+
+# Tables 7, 8 and 13: system-level results at 600 epochs; key: config -> (FID, IS, precision, recall).
+# Precision and recall (Table 13) are given for the /16 models only (None elsewhere).
+TABLE7_8 = {
+    "jit_b16_in256": (3.66, 275.1, 0.82, 0.50), "jit_l16_in256": (2.36, 298.5, 0.80, 0.59),
+    "jit_h16_in256": (1.86, 303.4, 0.78, 0.62), "jit_g16_in256": (1.82, 292.6, 0.79, 0.62),
+    "jit_b32_in512": (4.02, 271.0, None, None), "jit_l32_in512": (2.53, 299.9, None, None),
+    "jit_h32_in512": (1.94, 309.1, None, None), "jit_g32_in512": (1.78, 306.8, None, None),
+}
+
+# Table 11: an extra classification loss, 200 epochs, CFG interval; key: config -> (without, with) FID.
+TABLE11 = {"jit_b16_in256": (4.37, 4.14), "jit_l16_in256": (2.79, 2.50)}
+
+# Table 12: cross-resolution; key: (config, evaluated at px) -> FID. Native rows repeat Table 6 (600 ep).
+TABLE12 = {
+    ("jit_g16_in256", 256): 1.82, ("jit_g32_in512", 256): 1.84,
+    ("jit_g16_in256", 512): 2.45, ("jit_g32_in512", 512): 1.78,
+}
+
+# Fig. 6: JiT-L/16, 600 epochs, FID against the CFG scale (axis 1.0-3.0); only the best values are printed.
+FIG6_BEST = {"without interval": 2.88, "with interval": 2.36}

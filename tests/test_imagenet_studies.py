@@ -25,6 +25,7 @@ SHRINK = {   # study -> --set arguments that leave one tiny point
                             "embedding=[{model_args: {bottleneck_dim: 4, rope: false, qk_norm: false, "
                             "in_context_len: 0}}]"],
     "imagenet_ablation": [f"rung=[{TINY_RUNG}]", "nproc=2"],                  # torchrun: 2 gloo processes
+    "imagenet_preconditioner": ["config=jit_tiny_cpu", "loss=[v]", "pred=[edm]"],
 }
 COMMON = ["nproc=1", "epochs=2", "overrides={num_workers: 0}", "search_samples=6", "num_samples=9", "sample_steps=2",
           "cfg_scales=[1.0, 2.0]", "emas=[ema1, ema2]", "feature_extractor=tiny", "sample_batch_size=4"]

@@ -130,3 +130,12 @@ def fig_imagenet_ablation(summary: pd.DataFrame, study_dir: Path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+@register("imagenet_preconditioner")
+def fig_imagenet_preconditioner(summary: pd.DataFrame, study_dir: Path):
+    """Table 10: our FID per (loss, parameterisation) beside the paper's, as two heatmaps."""
+    from manifold_lab.plots.precond import precond_figure
+
+    runs = _runs(summary).rename(columns={"fid": "value"})
+    return precond_figure(runs, [(f"{_ours_label(summary)}: FID", runs)], "Pre-conditioners on ImageNet (Table 10)")

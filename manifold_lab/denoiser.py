@@ -62,16 +62,26 @@ class Denoiser:
                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One noising draw and the per-sample loss. x: (B, ...) clean data; y: (B,) labels or None.
 
-        Returns {"loss": (B,), "t": (B,)}.
+        Returns {"loss": (B,), "t": (B,)}. A net with a classification head (``cls_weight`` > 0, the JiT's
+        Table 11 switch) adds ``cls_weight * CE / numel`` and returns the CE (B,) as "cls": the paper weights
+        the CE by lambda against the l2 loss written as a per-sample SUM of squared errors, and the loss here
+        is the per-element mean, so lambda is divided by the elements per sample (C*H*W) to keep its meaning.
         """
         b = x.shape[0]
         t = self.t_sampler(b, device=x.device, generator=generator)
         eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) * self.noise_scale
         z = param.interpolate(x, eps, t)
-        out = _call(net, z, t, self.drop_labels(y, generator))
+        weight = float(getattr(getattr(net, "module", net), "cls_weight", 0.0))   # JiT's Table 11 head (DDP too)
+        if weight:
+            out, logits = net(z, t, self.drop_labels(y, generator), return_cls=True)
+        else:
+            out = _call(net, z, t, self.drop_labels(y, generator))
         losses = param.loss(out, pred_type=self.pred, loss_space=self.loss, x=x, eps=eps, z=z, t=t,
                             t_eps=self.t_eps)
-        return {"loss": losses, "t": t}
+        if not weight:
+            return {"loss": losses, "t": t}
+        ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")        # the TRUE labels
+        return {"loss": losses + weight / x[0].numel() * ce, "t": t, "cls": ce}
 
     def loss_per_sample(self, net, x, y=None, generator=None) -> torch.Tensor:
         """Per-sample loss (B,) for clean x (B, ...) and optional labels y (B,)."""

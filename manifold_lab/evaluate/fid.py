@@ -239,10 +239,13 @@ def load_ref_stats(path) -> dict:
 
 # ---- evaluation --------------------------------------------------------------------------------------
 def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights: str | None = None,
-                    batch_size: int = 64, isc_splits: int = 10, verbose: bool = False, prc_ref=None) -> dict:
+                    batch_size: int = 64, isc_splits: int = 10, verbose: bool = False, prc_ref=None,
+                    resize: int | None = None) -> dict:
     """FID (against ``ref_stats``: an npz path or a {mu, sigma} dict) and IS of the PNGs in samples_dir.
     IS is averaged over ``isc_splits`` splits (the paper's 10), or one per sample where there are fewer.
-    With ``prc_ref`` (a features npz of prepare-ref --prc-out) also precision and recall (evaluate/prc.py)."""
+    With ``prc_ref`` (a features npz of prepare-ref --prc-out) also precision and recall (evaluate/prc.py).
+    With ``resize`` the samples are first resized to resize x resize px (evaluate/resize.py: PIL bicubic,
+    antialiased when downsampling), the paper's cross-resolution evaluation (Table 12)."""
     from torch_fidelity.metric_fid import fid_statistics_to_metric
     from torch_fidelity.metric_isc import isc_featuresdict_to_metric
     from torch_fidelity.utils import extract_featuresdict_from_input_id
@@ -257,6 +260,9 @@ def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights:
         source = str(samples_dir)
     else:
         raise FileNotFoundError(f"no PNG samples in {samples_dir} (give a folder of PNGs or a samples .npz)")
+    if resize:
+        from manifold_lab.evaluate.resize import ResizedImages
+        source = ResizedImages(samples_dir, resize)
     kw.update(input1=source, isc_splits=isc_splits)
     fe = _extractor(kw)
     feats = extract_featuresdict_from_input_id(1, fe, **kw)
@@ -292,6 +298,8 @@ def register(subparsers) -> None:
     p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref, or the official "
                    "fid_stats/jit_in256_stats.npz / jit_in512_stats.npz)")
     p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--resize", type=int, default=None, help="resize the samples to this many px before measuring "
+                   "(PIL bicubic, antialiased when downsampling; the paper's Table 12)")
     p.add_argument("--prc-ref", default=None, help="reference features npz (prepare-ref --prc-out): also "
                    "precision and recall (k = 3)")
     add_extractor_flags(p)
@@ -311,7 +319,8 @@ def register(subparsers) -> None:
 
 def _main_fid(args) -> int:
     m = evaluate_folder(args.samples, args.ref, kind=args.feature_extractor, weights=args.inception_weights,
-                        batch_size=args.fid_batch_size, verbose=True, prc_ref=args.prc_ref)
+                        batch_size=args.fid_batch_size, verbose=True, prc_ref=args.prc_ref,
+                        resize=args.resize)
     print(f"reference: {describe_ref_stats(args.ref)}")
     print(f"FID {m['fid']:.4f}  IS {m['is_mean']:.2f} ± {m['is_std']:.2f}  ({m['num_samples']} samples)")
     if "precision" in m:

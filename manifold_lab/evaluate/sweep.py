@@ -27,6 +27,7 @@ from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train import distributed as dist_mod
 
 COLUMNS = ["stage", "ema", "decay", "cfg", "num_samples", "fid", "is_mean", "is_std"]
+COLUMNS += ["precision", "recall"]   # Table 13, with --prc-ref (evaluate/prc.py); empty without
 
 
 def parse_scales(text: str) -> list[float]:
@@ -90,9 +91,10 @@ def run_sweep(args, info: dist_mod.DistInfo) -> "object":
         row = None
         if info.is_main:
             m = evaluate_folder(folder, ref, kind=args.feature_extractor, weights=args.inception_weights,
-                                batch_size=args.fid_batch_size)
+                                batch_size=args.fid_batch_size, prc_ref=args.prc_ref, resize=args.resize)
             row = dict(stage=stage, ema=ema, decay=str(_ema_decay(cfg.to_dict(), ema)), cfg=w, num_samples=n,
-                       fid=m["fid"], is_mean=m["is_mean"], is_std=m["is_std"])
+                       fid=m["fid"], is_mean=m["is_mean"], is_std=m["is_std"],
+                       precision=m.get("precision"), recall=m.get("recall"))
             print(f"[{stage}] {ema} cfg {w}: FID {m['fid']:.3f} IS {m['is_mean']:.1f}", flush=True)
             rows.append(row)
             save_table(table, pd.DataFrame(rows, columns=COLUMNS))
@@ -136,6 +138,10 @@ def register(subparsers) -> None:
     p.add_argument("--final-samples", type=int, default=50000, help="0: skip the final evaluation")
     p.add_argument("--out", required=True, help="sweep folder (table, plot, temporary samples)")
     p.add_argument("--keep-samples", action="store_true")
+    p.add_argument("--prc-ref", default=None, help="reference features npz (prepare-ref --prc-out): also "
+                   "precision and recall")
+    p.add_argument("--resize", type=int, default=None, help="resize samples to this many px before measuring "
+                   "(cross-resolution, Table 12; the --ref statistics must be at that size)")
     add_extractor_flags(p)
     p.set_defaults(func=main)
 

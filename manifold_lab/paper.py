@@ -83,3 +83,55 @@ TABLE12 = {
 
 # Fig. 6: JiT-L/16, 600 epochs, FID against the CFG scale (axis 1.0-3.0); only the best values are printed.
 FIG6_BEST = {"without interval": 2.88, "with interval": 2.36}
+
+# ---- the paper map: every numbered figure and table -> the study that regenerates it ------------------------
+# cpu: a study that runs on a laptop (its results under results/<study> where committed); full: a cluster study
+# (8-GPU points; `python -m manifold_lab study studies/<full>.yaml --backend slurm --set data_path=TRAIN`);
+# cost: the expected full-scale cost (manifold_lab.cost: B/16 from the measured rate, others estimates);
+# none: why a side has no study. tests/test_paper_map.py checks every named study loads and draws.
+PAPER_MAP = [
+    dict(item="Table 1", what="the nine (prediction, loss) pairs: targets and weights", cpu="toy_pred_loss",
+         full="imagenet_pred_loss", cost="see Table 2",
+         none="the algebra itself is manifold_lab.param, tested pair by pair (tests/test_param.py)"),
+    dict(item="Fig. 2", what="toy: 2-D spiral in D dims, x/eps/v-prediction with the v-loss", cpu="toy_fig2",
+         full=None, cost="", none="a toy: the CPU study is the full experiment"),
+    dict(item="Table 2", what="prediction x loss at 256 px (768-d patches) and 64 px (48-d)", cpu="image_pred_loss",
+         full="imagenet_pred_loss", cost="18 points x 5.2-5.3 h on 8 H100 (measured rate) + ~15 min eval each"),
+    dict(item="Table 3", what="noise shift mu", cpu="image_noise_shift", full="imagenet_noise_shift",
+         cost="12 points x 5.2-5.3 h on 8 H100 (measured rate)"),
+    dict(item="Fig. 4", what="bottleneck dimension d'", cpu="image_bottleneck", full="imagenet_bottleneck",
+         cost="7 points x 5.2-5.3 h on 8 H100 (measured rate)"),
+    dict(item="Table 4", what="the 'Just Advanced' ladder (RoPE, qk-norm, in-context tokens)", cpu=None,
+         full="imagenet_ablation", cost="3 x 5.2-5.3 h (measured rate) + 1 x 18-19 h (L/16, estimate) on 8 H100",
+         none="no CPU analogue: the rungs are architecture refinements with no laptop-scale signal claimed"),
+    dict(item="Table 5", what="resolution at 256 tokens: B/16@256, B/32@512, B/64@1024", cpu="image_patch",
+         full="imagenet_resolution", cost="5.2-5.3 h (measured rate), 5.4-5.5 h and 6.3-6.4 h (estimates) on 8 H100",
+         none="CPU side: image_patch varies the patch (token dimension) at fixed token count"),
+    dict(item="Table 6", what="scale B/L/H/G at /16@256 and /32@512, 200 and 600 epochs", cpu="image_width",
+         full="imagenet_scale", cost="16 points, about 1,100 h of an 8-H100 node (B/16 measured, rest estimates)",
+         none="CPU side: image_width varies the width at fixed tokens"),
+    dict(item="Table 7", what="system-level 256 px (FID, IS), 600 epochs", cpu=None, full="imagenet_scale",
+         cost="the 600-epoch /16 points of imagenet_scale", none="needs ImageNet and Inception: no CPU analogue"),
+    dict(item="Table 8", what="system-level 512 px (FID, IS), 600 epochs", cpu=None, full="imagenet_scale",
+         cost="the 600-epoch /32 points of imagenet_scale", none="needs ImageNet and Inception: no CPU analogue"),
+    dict(item="Table 9", what="model sizes and training recipe", cpu=None, full=None, cost="",
+         none="configuration, not a result: configs/jit_*.yaml and manifold_lab.nets.jit.JIT_SIZES"),
+    dict(item="Table 10", what="pre-conditioners (EDM-style, linear) x loss", cpu="toy_preconditioner",
+         full="imagenet_preconditioner", cost="9 points x 5.2-5.3 h on 8 H100 (measured rate)",
+         none="a second CPU study: image_preconditioner (192-d tokens)"),
+    dict(item="Table 11", what="extra classification loss", cpu=None, full="imagenet_cls_loss",
+         cost="2 x 5.2-5.3 h (measured rate) + 2 x 18-19 h (estimate) on 8 H100",
+         none="the CPU image studies are unconditional: no classes to classify"),
+    dict(item="Table 12", what="cross-resolution evaluation (G/16, G/32 at 256 and 512)", cpu=None,
+         full="imagenet_cross_res", cost="evaluation only, about 4 h per point on 8 H100 (estimate)",
+         none="needs finished G points of imagenet_scale"),
+    dict(item="Table 13", what="precision and recall", cpu=None, full="imagenet_scale",
+         cost="set prc_ref (prepare-ref --prc-out) on the 600-epoch /16 points",
+         none="needs Inception features of ImageNet: no CPU analogue (metric tested in tests/test_prc.py)"),
+    dict(item="Fig. 6", what="FID against CFG scale, without and with the interval", cpu=None,
+         full="imagenet_cfg_curve", cost="evaluation only, about 3 h on 8 H100 (estimate)",
+         none="the CPU image studies are unconditional: no CFG"),
+    dict(item="Fig. 7", what="training loss of x-, eps-, v-prediction under the v-loss", cpu="image_pred_loss",
+         full="imagenet_pred_loss", cost="see Table 2 (each point's run/log.csv)",
+         none="drawn by image_curves at CPU scale; at full scale the loss is in each point's log, no figure"),
+]

@@ -202,9 +202,15 @@ def fig_imagenet_resolution(summary: pd.DataFrame, study_dir: Path):
     return fig
 
 
-def _scale_panel(ax, pts, patch: int, ours_label: str) -> None:
-    from manifold_lab.cost import cost_label
+def _short_cost(config: str) -> str:
+    """'5-5 h/200 ep\nmeasured' style tick text (manifold_lab.cost: 8 H100s)."""
+    from manifold_lab.cost import point_hours
 
+    lo, hi, measured = point_hours(config, 200)
+    return f"{lo:.0f}-{hi:.0f} h / 200 ep\n{'measured rate' if measured else 'estimate'}" if lo == lo else ""
+
+
+def _scale_panel(ax, pts, patch: int, ours_label: str) -> None:
     sizes = "blhg"
     px = 256 if patch == 16 else 512
     configs = [f"jit_{s}{patch}_in{px}" for s in sizes]
@@ -214,8 +220,7 @@ def _scale_panel(ax, pts, patch: int, ours_label: str) -> None:
         ours = [_ours_value(pts, "fid", config=c, epochs=320 if epochs == 600 and c.startswith("jit_g") else epochs)
                 for c in configs]
         ax.plot(range(4), ours, "o-", color=color, label=f"{ours_label} {epochs} ep")
-    ax.set_xticks(range(4), [f"{_model(c)}\n{cost_label(c, 200).replace(' on 8 H100', '/200ep')}" for c in configs],
-                  fontsize=6)
+    ax.set_xticks(range(4), [f"{_model(c)}\n{_short_cost(c)}" for c in configs], fontsize=7)
     ax.set(ylabel="FID", title=f"/{patch} at {px} px (Table 6)")
     ax.legend(fontsize=6)
 
@@ -226,19 +231,22 @@ def fig_imagenet_scale(summary: pd.DataFrame, study_dir: Path):
     precision/recall at 600 epochs, ours beside the paper's. Tick labels give the training cost per 200 epochs."""
     sns.set_theme(style="whitegrid", font_scale=0.85)
     pts, label = _points(summary), _ours_label(summary)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
     _scale_panel(axes[0], pts, 16, label)
     _scale_panel(axes[1], pts, 32, label)
     keys = list(paper.TABLE7_8)
     ours_is = [_ours_value(pts[pts["epochs"].map(lambda e: int(e) in (320, 600))], "is_mean", config=k) for k in keys]
     _paired_bars(axes[2], [_model(k) for k in keys], [paper.TABLE7_8[k][1] for k in keys], ours_is, label, "IS")
-    for i, k in enumerate(keys):
+    lines = ["precision / recall (Table 13)   paper     ours"]
+    for k in keys:
         p, r = paper.TABLE7_8[k][2:]
-        ours_pr = [_ours_value(pts, m, config=k) for m in ("precision", "recall")]
-        txt = (f"P/R {p}/{r}" if p is not None else "") + \
-              (f"\nours {ours_pr[0]:.2f}/{ours_pr[1]:.2f}" if ours_pr[0] == ours_pr[0] else "")
-        axes[2].annotate(txt, (i, 5), ha="center", va="bottom", fontsize=5, rotation=90)
-    axes[2].set_title("600 epochs: IS (Tables 7, 8), precision/recall (Table 13)")
+        ours_pr = [_ours_value(pts[pts["epochs"].map(lambda e: int(e) in (320, 600))], m, config=k)
+                   for m in ("precision", "recall")]
+        lines.append(f"{_model(k):>5}   {'-' if p is None else f'{p:.2f} / {r:.2f}':>11}   "
+                     f"{'-' if ours_pr[0] != ours_pr[0] else f'{ours_pr[0]:.2f} / {ours_pr[1]:.2f}':>11}")
+    axes[2].text(1.03, 0.5, "\n".join(lines), transform=axes[2].transAxes, fontsize=7, family="monospace",
+                 va="center")
+    axes[2].set_title("600 epochs (G: 320): IS (Tables 7, 8)")
     fig.suptitle("Scale on ImageNet, CFG interval", y=1.01)
     fig.tight_layout()
     return fig

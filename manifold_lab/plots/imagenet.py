@@ -194,7 +194,7 @@ def fig_imagenet_resolution(summary: pd.DataFrame, study_dir: Path):
                  _ours_label(summary))
     for i, k in enumerate(keys):
         is_ = _ours_value(pts, "is_mean", config=k)
-        if is_ == is_:
+        if not np.isnan(is_):
             ax.annotate(f"IS {is_:.1f}", (i + 0.2, _ours_value(pts, "fid", config=k)), ha="center", va="bottom",
                         fontsize=7)
     ax.set_title("Resolution at 256 tokens, 200 epochs, CFG interval (Table 5)")
@@ -207,7 +207,9 @@ def _short_cost(config: str) -> str:
     from manifold_lab.cost import point_hours
 
     lo, hi, measured = point_hours(config, 200)
-    return f"{lo:.0f}-{hi:.0f} h / 200 ep\n{'measured rate' if measured else 'estimate'}" if lo == lo else ""
+    if np.isnan(lo):
+        return ""
+    return f"{lo:.0f}-{hi:.0f} h / 200 ep\n{'measured rate' if measured else 'estimate'}"
 
 
 def _scale_panel(ax, pts, patch: int, ours_label: str) -> None:

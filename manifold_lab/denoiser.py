@@ -24,7 +24,8 @@ def _call(net, z, t, y):
 class Denoiser:
     """Target, loss space and noise process of a denoising model (t = 1 clean).
 
-    pred: how the net output is read (x, eps, v). loss: the space of the squared error (x, eps, v).
+    pred: how the net output is read (x, eps, v, or a pre-conditioner edm, linear: x^ = c_skip z + c_out F;
+    see :mod:`manifold_lab.param`). loss: the space of the squared error (x, eps, v).
     t_sampler: training-time t. t_eps: the clamp of (1 - t) and t in divisions (JiT 0.05).
     noise_scale: eps ~ N(0, noise_scale^2 I) (JiT: image_size / 256).
     num_classes / label_drop: class conditioning; with probability label_drop a label is replaced by the
@@ -40,7 +41,7 @@ class Denoiser:
     label_drop: float = 0.0
 
     def __post_init__(self):
-        param.check_target("prediction target", self.pred)
+        param.check_pred("prediction target", self.pred)
         param.check_target("loss space", self.loss)
         if not 0 < self.t_eps < 1:
             raise ConfigError(f"t_eps must be in (0, 1), got {self.t_eps!r}")
@@ -57,17 +58,34 @@ class Denoiser:
         drop = torch.rand(y.shape[0], device=y.device, generator=generator) < self.label_drop
         return torch.where(drop, torch.full_like(y, self.num_classes), y)
 
-    def loss_per_sample(self, net, x: torch.Tensor, y: torch.Tensor | None = None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """One noising draw and the per-sample loss (B,). x: (B, ...) clean data; y: (B,) labels or None."""
+    def loss_per_sample(self, net, x, y=None, generator=None) -> torch.Tensor:
+        """Per-sample loss (B,) for clean x (B, ...) and optional labels y (B,)."""
+        return self.loss_terms(net, x, y, generator)["loss"]
+
+    def loss_terms(self, net, x: torch.Tensor, y: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One noising draw and the per-sample loss {"loss": (B,)}. x: (B, ...) clean data; y: (B,) labels or None.
+
+        A net with a classification head (``cls_weight`` > 0, the JiT's Table 11 switch) adds
+        ``cls_weight * CE / numel`` with the true labels: the paper weights the CE by lambda against the l2 loss
+        written as a per-sample SUM of squared errors, and the loss here is the per-element mean, so lambda is
+        divided by the elements per sample (C*H*W) to keep its meaning; the CE (B,) is returned as "cls".
+        """
         b = x.shape[0]
         t = self.t_sampler(b, device=x.device, generator=generator)
         eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) * self.noise_scale
         z = param.interpolate(x, eps, t)
-        out = _call(net, z, t, self.drop_labels(y, generator))
+        weight = float(getattr(getattr(net, "module", net), "cls_weight", 0.0))   # JiT's Table 11 head (DDP too)
+        if weight:
+            out, logits = net(z, t, self.drop_labels(y, generator), return_cls=True)
+        else:
+            out = _call(net, z, t, self.drop_labels(y, generator))
         losses = param.loss(out, pred_type=self.pred, loss_space=self.loss, x=x, eps=eps, z=z, t=t,
                             t_eps=self.t_eps)
-        return losses
+        if not weight:
+            return {"loss": losses}
+        ce = torch.nn.functional.cross_entropy(logits, y, reduction="none")        # the TRUE labels
+        return {"loss": losses + weight / x[0].numel() * ce, "cls": ce}
 
     # ---- sampling ----------------------------------------------------------------------------
     def velocity(self, net, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

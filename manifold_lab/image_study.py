@@ -58,7 +58,7 @@ class ImageConfig:
     bottleneck_dim: int = 0     # bottleneck patch-embed dim (0: plain linear patch embedding)
     rope: bool = True           # 2-D RoPE in attention
     qk_norm: bool = True        # RMS-normalised queries and keys
-    pred: str = "x"             # what the network outputs: x, eps or v
+    pred: str = "x"             # what the network outputs: x, eps, v, or pre-conditioned edm, linear
     loss: str = "v"             # the space of the squared error: x, eps or v
     p_mean: float = -0.8        # logit-normal mean of training t (negative is noisier; paper: -0.8)
     p_std: float = 0.8          # logit-normal std of training t
@@ -86,7 +86,7 @@ class ImageConfig:
         for name in ("patch_size", "grid_side", "hidden_size", "depth", "num_heads", "steps", "batch_size",
                      "n_train", "n_samples", "sample_steps", "feat_steps"):
             check_positive(name, getattr(self, name), integer=True)
-        param.check_target("prediction target", self.pred)
+        param.check_pred("prediction target", self.pred)
         param.check_target("loss space", self.loss)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from manifold_lab import io
 from manifold_lab.checks import ConfigError, check_positive
 from manifold_lab.config import check_numbers, read_yaml
-from manifold_lab.paths import configs_dir
+from manifold_lab.paths import configs_dir, project_root
 from manifold_lab.runs.writer import finish_run
 from manifold_lab.sample import check_ema, check_interval
 from manifold_lab.train import checkpoint as ckpt_mod
@@ -60,6 +60,9 @@ class ImageNetPointConfig:
     feature_extractor: str = "inception"  # inception (the paper's FID), or tiny (a test stand-in)
     inception_weights: str = ""  # the local Inception weights file (or MANIFOLD_LAB_INCEPTION_WEIGHTS)
     seed: int = 0               # training and sampling seed
+    from_run: str = ""          # a finished point's folder: evaluate its run/ checkpoint, no training (Table 12)
+    eval_size: int = 0          # resize samples to this many px before measuring (0: native; Table 12)
+    prc_ref: str = ""           # reference features npz (prepare-ref --prc-out): precision/recall too (Table 13)
 
     def __post_init__(self):
         for name in ("epochs", "nproc", "search_samples", "n_samples", "sample_steps", "sample_batch_size"):
@@ -127,6 +130,27 @@ def _yaml(d: dict) -> str:
     return yaml.safe_dump(d, sort_keys=False)
 
 
+def from_run_dir(cfg: ImageNetPointConfig) -> Path:
+    """``from_run`` as a folder: as given, or relative to the project root (study YAMLs name results/...)."""
+    p = Path(cfg.from_run)
+    return p if p.is_absolute() or p.exists() else project_root() / p
+
+
+def run_dir(cfg: ImageNetPointConfig, out_dir: Path) -> Path:
+    """The training run the point evaluates: its own, or that of the finished point ``from_run``."""
+    return from_run_dir(cfg) / "run" if cfg.from_run else out_dir / "run"
+
+
+def finished_config(cfg: ImageNetPointConfig) -> ImageNetConfig:
+    """The training config of the finished point ``from_run`` (its train_config.yaml), for evaluation only."""
+    path = from_run_dir(cfg) / "train_config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"from_run {cfg.from_run}: no train_config.yaml (not a finished ImageNet point)")
+    values = {**read_yaml(path), "progress": False, "resume": None}
+    return load_config(None, values | ({"data_path": cfg.data_path} if cfg.data_path else {}))
+
+
+
 def sweep_config(cfg: ImageNetPointConfig, out_dir: Path, ref: Path) -> SweepConfig:
     """The sweep of the point: search CFG x EMA on search_samples, then the best on n_samples (a single
     choice is evaluated once, on n_samples)."""
@@ -136,11 +160,12 @@ def sweep_config(cfg: ImageNetPointConfig, out_dir: Path, ref: Path) -> SweepCon
     single = len(cfg.emas) * len(cfg.cfg_scales) == 1
     sampling = SamplingConfig(interval=list(cfg.interval), sample_steps=cfg.sample_steps,
                               batch_size=cfg.sample_batch_size, seed=cfg.seed)
-    return SweepConfig(checkpoint=str(out_dir / "run"), ref=str(ref), out=str(out_dir / "sweep"), sampling=sampling,
-                       cfg_scales=list(cfg.cfg_scales), emas=list(cfg.emas),
+    return SweepConfig(checkpoint=str(run_dir(cfg, out_dir)), ref=str(ref), out=str(out_dir / "sweep"),
+                       sampling=sampling, cfg_scales=list(cfg.cfg_scales), emas=list(cfg.emas),
                        search_samples=cfg.n_samples if single else cfg.search_samples,
                        final_samples=0 if single else cfg.n_samples, feature_extractor=cfg.feature_extractor,
-                       inception_weights=cfg.inception_weights)
+                       inception_weights=cfg.inception_weights, resize=cfg.eval_size or 0,
+                       prc_ref=cfg.prc_ref or "")
 
 
 def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
@@ -155,9 +180,10 @@ def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
     from manifold_lab.evaluate.fid import prepare_ref
 
     key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
-    ref = io.cache_dir("fid_refs") / f"{key}-px{tcfg.img_size}-{cfg.feature_extractor}.npz"
+    size = cfg.eval_size or tcfg.img_size   # the resolution the samples are measured at
+    ref = io.cache_dir("fid_refs") / f"{key}-px{size}-{cfg.feature_extractor}.npz"
     if not ref.is_file():
-        prepare_ref(tcfg.data_path, ref, img_size=tcfg.img_size, kind=cfg.feature_extractor,
+        prepare_ref(tcfg.data_path, ref, img_size=size, kind=cfg.feature_extractor,
                     weights=cfg.inception_weights or None, verbose=False)
     return ref
 
@@ -183,13 +209,14 @@ def run_imagenet_point(cfg: ImageNetPointConfig, out_dir: str | Path, *, progres
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tcfg, resumed = train_point(cfg, out_dir)
+    tcfg, resumed = (finished_config(cfg), 0) if cfg.from_run else train_point(cfg, out_dir)
     t1 = time.perf_counter()
     best = evaluate_point(cfg, tcfg, out_dir)
-    log = read_train_log(out_dir)
+    log = read_train_log(from_run_dir(cfg) if cfg.from_run else out_dir)
     metrics = {"fid": float(best["fid"]), "is_mean": float(best["is_mean"]), "is_std": float(best["is_std"]),
                "final_loss": float(log.loss.tail(max(1, len(log) // 10)).mean()), "train_s": t1 - t0,
                "eval_s": time.perf_counter() - t1, "resumed_from_step": float(resumed)}
+    metrics |= {k: float(best[k]) for k in ("precision", "recall") if best.get(k) is not None and best[k] == best[k]}
     derived = {"cfg_scale": float(best["cfg_scale"]), "ema": str(best["ema"]), "steps": int(log.step.iloc[-1])}
     return finish_run(out_dir, cfg, metrics, kind="imagenet", derived=derived)
 

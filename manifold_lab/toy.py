@@ -69,7 +69,7 @@ class ToyConfig:
     dist: str = "spiral"        # spiral, moons, checkerboard, gaussian_ring, swiss_roll (d 2); sphere, torus, gaussian
     d: int = 2                  # dimension of the data subspace (the manifold's own dimension can be lower)
     D: int = 512                # ambient dimension (at least d)
-    pred: str = "x"             # what the network outputs: x, eps or v
+    pred: str = "x"             # what the network outputs: x, eps, v, or pre-conditioned edm, linear
     loss: str = "v"             # the space of the squared error: x, eps or v
     hidden_size: int = 256      # MLP hidden width
     depth: int = 5              # MLP Linear layers (ReLU between)
@@ -101,7 +101,7 @@ class ToyConfig:
         check_numbers(self)
         check_dist(self.dist, self.d)
         ColumnOrthogonalEmbedding.check_dims(self.D, self.d)
-        param.check_target("prediction target", self.pred)
+        param.check_pred("prediction target", self.pred)
         param.check_target("loss space", self.loss)
         check_choice("time sampler", self.t_sampler, T_SAMPLERS)
         check_choice("solver", self.solver, SOLVERS)

@@ -226,7 +226,7 @@ def stats_from_features(features: torch.Tensor) -> dict:
 
 def prepare_ref(image_dir, out_path, *, img_size: int, kind: str = "inception", weights: str | None = None,
                 batch_size: int = 64, max_images: int | None = None, bad_images: str = "error",
-                verbose: bool = True) -> Path:
+                verbose: bool = True, prc_out=None) -> Path:
     """Centre-crop every image under image_dir, extract FID features, write an npz: mu float32 (D,), sigma
     float64 (D, D) (D = 2048 for Inception: what LTH14's torch-fidelity reads with np.load(f)['mu'] /
     ['sigma'] and checks dtype by dtype), plus extractor, img_size and num_images (ignored there).
@@ -238,6 +238,9 @@ def prepare_ref(image_dir, out_path, *, img_size: int, kind: str = "inception", 
     feats = _extract(data, _extractor(kw), kw, verbose)
     stats = stats_from_features(feats[kw["feature_layer_fid"]])
     n_images = int(feats[kw["feature_layer_fid"]].shape[0])
+    if prc_out:   # the features themselves, for precision/recall (evaluate/prc.py)
+        from manifold_lab.evaluate.prc import save_ref_features
+        save_ref_features(feats[kw["feature_layer_fid"]], prc_out, extractor=kind, image_size=img_size)
 
     def w(tmp):
         with open(tmp, "wb") as f:
@@ -297,9 +300,12 @@ def load_ref_stats(path) -> dict:
 # ---- evaluation --------------------------------------------------------------------------------------
 def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights: str | None = None,
                     batch_size: int = 64, isc_splits: int = 10, bad_images: str = "error",
-                    verbose: bool = False) -> dict:
+                    verbose: bool = False, prc_ref=None, resize: int | None = None) -> dict:
     """FID (against ``ref_stats``: an npz path or a {mu, sigma} dict) and IS of the PNGs in samples_dir.
-    IS is averaged over ``isc_splits`` splits (the paper's 10), or one per sample where there are fewer."""
+    IS is averaged over ``isc_splits`` splits (the paper's 10), or one per sample where there are fewer.
+    With ``prc_ref`` (a features npz of prepare-ref --prc-out) also precision and recall (evaluate/prc.py).
+    With ``resize`` the samples are first resized to resize x resize px (evaluate/resize.py: PIL bicubic,
+    antialiased when downsampling), the paper's cross-resolution evaluation (Table 12)."""
     from torch_fidelity.metric_fid import fid_statistics_to_metric
     from torch_fidelity.metric_isc import isc_featuresdict_to_metric
     kw = fidelity_kwargs(kind, weights, batch_size=batch_size, verbose=verbose)   # weights first
@@ -312,6 +318,9 @@ def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights:
         source = _FileImages(sorted(str(p) for p in samples_dir.glob("*.png")), None, bad_images)
     else:
         raise FileNotFoundError(f"no PNG samples in {samples_dir} (give a folder of PNGs or a samples .npz)")
+    if resize:
+        from manifold_lab.evaluate.resize import ResizedImages
+        source = ResizedImages(samples_dir, resize)
     kw.update(isc_splits=isc_splits)
     feats = _extract(source, _extractor(kw), kw, verbose)
     kw["isc_splits"] = max(1, min(isc_splits, feats[kw["feature_layer_isc"]].shape[0]))   # no empty split
@@ -322,8 +331,12 @@ def evaluate_folder(samples_dir, ref_stats, *, kind: str = "inception", weights:
         raise ConfigError(f"reference statistics have {ref['mu'].shape[0]} features, the extractor gives "
                          f"{stats['mu'].shape[0]}: were they built with another feature extractor?")
     fid = fid_statistics_to_metric(stats, ref, verbose)["frechet_inception_distance"]
-    return {"fid": float(fid), "is_mean": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
-            "num_samples": int(feats[kw["feature_layer_fid"]].shape[0])}
+    out = {"fid": float(fid), "is_mean": isc["inception_score_mean"], "is_std": isc["inception_score_std"],
+           "num_samples": int(feats[kw["feature_layer_fid"]].shape[0])}
+    if prc_ref:
+        from manifold_lab.evaluate.prc import load_ref_features, precision_recall
+        out |= precision_recall(feats[kw["feature_layer_fid"]], load_ref_features(prc_ref))
+    return out
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -347,6 +360,10 @@ def register(subparsers) -> None:
     p.add_argument("--ref", required=True, help="reference statistics npz (from prepare-ref, or the official "
                    "fid_stats/jit_in256_stats.npz / jit_in512_stats.npz)")
     p.add_argument("--out", default=None, help="also write the metrics to this JSON file")
+    p.add_argument("--resize", type=int, default=None, help="resize the samples to this many px before measuring "
+                   "(PIL bicubic, antialiased when downsampling; the paper's Table 12)")
+    p.add_argument("--prc-ref", default=None, help="reference features npz (prepare-ref --prc-out): also "
+                   "precision and recall (k = 3)")
     add_extractor_flags(p)
     _add_bad_images_flag(p)
     p.set_defaults(func=_main_fid)
@@ -357,6 +374,8 @@ def register(subparsers) -> None:
     q.add_argument("--img-size", type=int, required=True, help="ADM centre-crop size (256 or 512 in the paper)")
     q.add_argument("--out", required=True, help="output npz (mu, sigma)")
     q.add_argument("--max-images", type=int, default=None)
+    q.add_argument("--prc-out", default=None, help="also write the reference features (for precision/recall; "
+                   "ADM uses 10K images) to this npz")
     add_extractor_flags(q)
     _add_bad_images_flag(q)
     q.set_defaults(func=_main_ref)
@@ -377,9 +396,12 @@ def _main_fid(args) -> int:
     if args.out is not None:
         check_writable_file(args.out, "--out")
     m = evaluate_folder(args.samples, args.ref, kind=args.feature_extractor, weights=args.inception_weights,
-                        batch_size=args.fid_batch_size, bad_images=args.bad_images, verbose=True)
+                        batch_size=args.fid_batch_size, bad_images=args.bad_images, verbose=True,
+                        prc_ref=args.prc_ref, resize=args.resize)
     print(f"reference: {describe_ref_stats(args.ref)}")
     print(f"FID {m['fid']:.4f}  IS {m['is_mean']:.2f} ± {m['is_std']:.2f}  ({m['num_samples']} samples)")
+    if "precision" in m:
+        print(f"precision {m['precision']:.4f}  recall {m['recall']:.4f}")
     if args.out:
         write_json(args.out, m)
     return 0
@@ -392,6 +414,6 @@ def _main_ref(args) -> int:
     check_writable_file(args.out, "--out")
     out = prepare_ref(args.data_path, args.out, img_size=args.img_size, kind=args.feature_extractor,
                       weights=args.inception_weights, batch_size=args.fid_batch_size, max_images=args.max_images,
-                      bad_images=args.bad_images)
+                      bad_images=args.bad_images, prc_out=args.prc_out)
     print(f"wrote reference statistics {out}")
     return 0

@@ -34,6 +34,7 @@ from manifold_lab.train import checkpoint as ckpt_mod
 from manifold_lab.train import distributed as dist_mod
 
 COLUMNS = ["stage", "ema", "decay", "cfg_scale", "n_samples", "fid", "is_mean", "is_std"]
+COLUMNS += ["precision", "recall"]   # Table 13, with prc_ref (evaluate/prc.py); empty without
 SEARCHED = ("ema", "cfg_scale", "n_samples")   # the sampling fields the sweep sets itself
 
 
@@ -67,9 +68,13 @@ class SweepConfig:
     feature_extractor: str = "inception"  # inception (the paper's FID), or tiny (a test stand-in, not a FID)
     inception_weights: str = ""  # local Inception weights file (or MANIFOLD_LAB_INCEPTION_WEIGHTS)
     fid_batch_size: int = 64    # feature-extraction batch
+    prc_ref: str = ""           # reference features npz (prepare-ref --prc-out): also precision and recall (Table 13)
+    resize: int = 0             # resize samples to this many px before measuring (Table 12; 0: as generated)
 
     def __post_init__(self):
         check_numbers(self)
+        if self.resize < 0:
+            raise ConfigError(f"resize must be an integer >= 0 (0: as generated), got {self.resize!r}")
         if isinstance(self.cfg_scales, str):
             self.cfg_scales = parse_scales(self.cfg_scales)
         scales = self.cfg_scales
@@ -150,9 +155,10 @@ class _Sweep:
         row = None
         if info.is_main:
             m = evaluate_folder(folder, self.ref, kind=cfg.feature_extractor, weights=cfg.inception_weights or None,
-                                batch_size=cfg.fid_batch_size)
+                                batch_size=cfg.fid_batch_size, prc_ref=cfg.prc_ref or None, resize=cfg.resize or None)
             row = dict(stage=stage, ema=ema, decay=str(_ema_decay(ncfg.to_dict(), ema)), cfg_scale=w, n_samples=n,
-                       fid=m["fid"], is_mean=m["is_mean"], is_std=m["is_std"])
+                       fid=m["fid"], is_mean=m["is_mean"], is_std=m["is_std"],
+                       precision=m.get("precision"), recall=m.get("recall"))
             print(f"[{stage}] {ema} cfg_scale {w}: FID {m['fid']:.3f} IS {m['is_mean']:.1f}", flush=True)
             self.rows.append(row)
             save_table(self.out / "sweep.csv", pd.DataFrame(self.rows, columns=COLUMNS))

@@ -11,6 +11,16 @@ Forward pass (paper §3 / reference §1.2):
       (y_emb + a learned per-slot embedding; RoPE leaves them unrotated; no sin-cos embedding)
   drop the in-context tokens, final adaLN layer, Linear D -> p*p*C, unpatchify (channel-last in a patch)
 
+Classification loss (the paper's Table 11, off by default): with ``cls_head_after = k`` > 0 a global-average-
+pool + Linear(D, num_classes) head reads the image tokens after block k (the paper: 4 for B, 8 for L) and
+``forward(..., return_cls=True)`` also returns its logits (B, num_classes); the Denoiser adds
+``cls_weight`` (the paper's lambda, e.g. 100) times their cross-entropy with the TRUE labels to the l2 loss.
+Class conditioning is off in every block before the head, as the paper states: blocks 0 .. k-1 are modulated
+by the timestep embedding alone and in-context class tokens may enter only at or after block k. Where the
+paper is silent we chose: no norm between the pool and the linear layer; the pool averages the image tokens
+only; the head is zero-initialised (CE starts at log num_classes); it is trained at every t of the logit-
+normal draw on the noisy z; the final layer is conditioned as usual.
+
 Unconditional models (``num_classes=None``): c = t_emb, y is ignored, and the in-context tokens are the
 learned per-slot embeddings alone (register-like tokens). In a conditional model ``y=None`` means the
 null class ``num_classes`` for every sample.
@@ -87,7 +97,8 @@ class JiT(nn.Module):
                  num_classes: int | None = 1000, bottleneck_dim: int | None = 128, rope: bool = True,
                  qk_norm: bool = True, in_context_len: int = 32, in_context_start: int = 4,
                  mlp: str = "swiglu", attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 attn_impl: str = "sdpa", compile: bool = False):
+                 attn_impl: str = "sdpa", compile: bool = False, cls_head_after: int = 0,
+                 cls_weight: float = 0.0):
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._validate(**self.config)
@@ -117,6 +128,8 @@ class JiT(nn.Module):
                      proj_drop=proj_drop if lo <= i < hi else 0.0)
             for i in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, in_channels, mlp)
+        self.cls_head_after, self.cls_weight = cls_head_after, float(cls_weight)
+        self.cls_head = nn.Linear(hidden_size, num_classes) if cls_head_after else None
         self.initialize_weights()
         if compile:
             self.compile_blocks()
@@ -124,7 +137,7 @@ class JiT(nn.Module):
     @staticmethod
     def _validate(*, img_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
                   num_classes, bottleneck_dim, rope, qk_norm, in_context_len, in_context_start, mlp,
-                  attn_drop, proj_drop, attn_impl, compile) -> None:
+                  attn_drop, proj_drop, attn_impl, compile, cls_head_after=0, cls_weight=0.0) -> None:
         for name, value in [("img_size", img_size), ("patch_size", patch_size), ("in_channels", in_channels),
                             ("hidden_size", hidden_size), ("depth", depth), ("num_heads", num_heads)]:
             check_positive(name, value, integer=True)
@@ -152,6 +165,24 @@ class JiT(nn.Module):
         if in_context_len and not (isinstance(in_context_start, int) and 0 <= in_context_start < depth):
             raise ConfigError(f"in_context_start {in_context_start!r} must be in [0, depth={depth}) "
                               f"(or set in_context_len=0)")
+        JiT._validate_cls(cls_head_after, cls_weight, depth, num_classes, in_context_len, in_context_start)
+
+    @staticmethod
+    def _validate_cls(cls_head_after, cls_weight, depth, num_classes, in_context_len, in_context_start) -> None:
+        """The classification head: after a block in [1, depth), a conditional model, no class tokens before it."""
+        if not (isinstance(cls_head_after, int) and 0 <= cls_head_after < depth):
+            raise ConfigError(f"cls_head_after must be an integer in [0, depth={depth}) (0 = no classification "
+                              f"head), got {cls_head_after!r}")
+        if not (isinstance(cls_weight, (int, float)) and cls_weight >= 0):
+            raise ConfigError(f"cls_weight must be a number >= 0, got {cls_weight!r}")
+        if bool(cls_head_after) != bool(cls_weight):
+            raise ConfigError(f"cls_head_after ({cls_head_after}) and cls_weight ({cls_weight}) go together: set "
+                              "both (a head after block k, weighted by lambda) or neither")
+        if cls_head_after and num_classes is None:
+            raise ConfigError("cls_head_after needs a class-conditional model (num_classes), got num_classes=None")
+        if cls_head_after and in_context_len and in_context_start < cls_head_after:
+            raise ConfigError(f"in_context_start {in_context_start} puts class tokens before the classification head "
+                              f"after block {cls_head_after}; conditioning must be off before the head")
 
     # ---- initialisation -----------------------------------------------------------------------
     def initialize_weights(self) -> None:
@@ -171,6 +202,8 @@ class JiT(nn.Module):
             zero_(block.adaLN_modulation)
         zero_(self.final_layer.adaLN_modulation)
         zero_(self.final_layer.linear)
+        if self.cls_head is not None:
+            zero_(self.cls_head)
 
     def compile_blocks(self, **kwargs) -> "JiT":
         """torch.compile each block and the final layer in place (as the paper's code); returns self.
@@ -195,10 +228,12 @@ class JiT(nn.Module):
         start = self.in_context_len - prefix   # rows 0..in_context_len-1 of the table are identity
         return self.rope_cos[start:], self.rope_sin[start:]
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, *,
+                return_cls: bool = False):
         """z: (B, C, H, W) noisy images; t: (B,) in [0, 1], t = 1 clean; y: (B,) long labels or None.
 
-        Returns (B, C, H, W) in z's dtype (the paper reads it as x-prediction).
+        Returns (B, C, H, W) in z's dtype (the paper reads it as x-prediction); with ``return_cls`` (a model
+        built with cls_head_after) the pair (that, the head's logits (B, num_classes) in fp32).
         """
         if z.ndim != 4 or z.shape[1:] != (self.in_channels, self.img_size, self.img_size):
             raise ValueError(f"JiT expects z of shape (B, {self.in_channels}, {self.img_size}, {self.img_size}), "
@@ -206,22 +241,25 @@ class JiT(nn.Module):
         b = z.shape[0]
         t = t.expand(b) if t.ndim == 0 else t
         x = self.x_embedder(z) + self.pos_embed
-        c = self.t_embedder(t)
-        y_emb = None
+        c = c_t = self.t_embedder(t)
+        y_emb = logits = None
         if self.y_embedder is not None:
             y_emb = self.y_embedder(y, b, z.device)
             c = c + y_emb
         prefix = 0
         for i, block in enumerate(self.blocks):
+            if i == self.cls_head_after and self.cls_head is not None and return_cls:
+                logits = self.cls_head(x[:, prefix:].mean(dim=1)).float()   # GAP of the image tokens
             if self.in_context_len and i == self.in_context_start:
                 tokens = self.in_context_posemb.expand(b, -1, -1)
                 if y_emb is not None:
                     tokens = tokens + y_emb.unsqueeze(1)
                 x = torch.cat([tokens.to(x.dtype), x], dim=1)
                 prefix = self.in_context_len
-            x = block(x, c, self._rope(prefix))
+            x = block(x, c_t if i < self.cls_head_after else c, self._rope(prefix))   # no y before the head
         x = self.final_layer(x[:, prefix:], c)
-        return self.unpatchify(x).to(z.dtype)
+        out = self.unpatchify(x).to(z.dtype)
+        return (out, logits) if return_cls else out
 
 
 # ---- registry: the paper's sizes (Table 9); image size = 16 * patch, so every model has 256 tokens ----

@@ -127,3 +127,186 @@ def fig_imagenet_ablation(summary: pd.DataFrame, study_dir: Path):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+@register("imagenet_preconditioner")
+def fig_imagenet_preconditioner(summary: pd.DataFrame, study_dir: Path):
+    """Table 10: our FID per (loss, parameterisation) beside the paper's, as two heatmaps."""
+    from manifold_lab.plots.precond import precond_figure
+
+    runs = _runs(summary).rename(columns={"fid": "value"})
+    return precond_figure(runs, [(f"{_ours_label(summary)}: FID", runs)], "Pre-conditioners on ImageNet (Table 10)")
+
+
+# ---- Tables 5-8, 11-13 and Fig. 6 ------------------------------------------------------------------------
+def _points(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per point: its parameters and every metric as a column (fid, is_mean, precision, ...)."""
+    wide = summary.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
+    params = summary.drop_duplicates("run_id").set_index("run_id").drop(columns=["metric", "value"], errors="ignore")
+    params = params.drop(columns=[c for c in params if c in wide])   # the measured value wins (num_samples)
+    out = params.join(wide).reset_index()
+    if "model_args" in out:
+        out["model_args"] = out["model_args"].map(lambda s: json.loads(s) if isinstance(s, str) else (s or {}))
+    return out
+
+
+def _model(config: str) -> str:
+    """jit_l16_in256 -> L/16."""
+    m = re.match(r"jit_([a-z])(\d+)_in\d+", str(config))
+    return f"{m.group(1).upper()}/{m.group(2)}" if m else str(config)
+
+
+def _paper_epochs(config: str, epochs) -> int:
+    """The paper's column of a point: G's early-stopped 320 epochs are its '600-epoch' entries."""
+    return 600 if str(config).startswith("jit_g") and int(epochs) == 320 else int(epochs)
+
+
+def _ours_value(pts: pd.DataFrame, metric: str, **match) -> float:
+    sel = pts
+    for k, v in match.items():
+        sel = sel[sel[k].astype(str) == str(v)]
+    return float(sel[metric].mean()) if len(sel) and metric in sel else np.nan
+
+
+def _paired_bars(ax, labels, theirs, ours, ours_label: str, ylabel: str = "FID") -> None:
+    x = np.arange(len(labels))
+    ax.bar(x - 0.2, theirs, 0.4, color="0.6", label="paper")
+    ax.bar(x + 0.2, ours, 0.4, color=PRED_COLORS["x"], label=ours_label)
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+
+
+@register("imagenet_resolution")
+def fig_imagenet_resolution(summary: pd.DataFrame, study_dir: Path):
+    """Table 5: FID of JiT-B at 256/512/1024 px (same 256 tokens), ours beside the paper's; cost per point."""
+    from manifold_lab.cost import cost_label
+
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    pts = _points(summary)
+    keys = list(paper.TABLE5)
+    labels = [f"{_model(k)} @{_resolution(k)}\n{cost_label(k, 200)}" for k in keys]
+    fig, ax = plt.subplots(figsize=(7.6, 4.0))
+    _paired_bars(ax, labels, [paper.TABLE5[k] for k in keys], [_ours_value(pts, "fid", config=k) for k in keys],
+                 _ours_label(summary))
+    for i, k in enumerate(keys):
+        is_ = _ours_value(pts, "is_mean", config=k)
+        if not np.isnan(is_):
+            ax.annotate(f"IS {is_:.1f}", (i + 0.2, _ours_value(pts, "fid", config=k)), ha="center", va="bottom",
+                        fontsize=7)
+    ax.set_title("Resolution at 256 tokens, 200 epochs, CFG interval (Table 5)")
+    fig.tight_layout()
+    return fig
+
+
+def _short_cost(config: str) -> str:
+    """'5-5 h/200 ep\nmeasured' style tick text (manifold_lab.cost: 8 H100s)."""
+    from manifold_lab.cost import point_hours
+
+    lo, hi, measured = point_hours(config, 200)
+    if np.isnan(lo):
+        return ""
+    return f"{lo:.0f}-{hi:.0f} h / 200 ep\n{'measured rate' if measured else 'estimate'}"
+
+
+def _scale_panel(ax, pts, patch: int, ours_label: str) -> None:
+    sizes = "blhg"
+    px = 256 if patch == 16 else 512
+    configs = [f"jit_{s}{patch}_in{px}" for s in sizes]
+    for epochs, color in ((200, "#fdae61"), (600, "#2c7bb6")):
+        ax.plot(range(4), [paper.TABLE6[(c, epochs)] for c in configs], "--", color=color, alpha=0.7,
+                label=f"paper {epochs} ep")
+        ours = [_ours_value(pts, "fid", config=c, epochs=320 if epochs == 600 and c.startswith("jit_g") else epochs)
+                for c in configs]
+        ax.plot(range(4), ours, "o-", color=color, label=f"{ours_label} {epochs} ep")
+    ax.set_xticks(range(4), [f"{_model(c)}\n{_short_cost(c)}" for c in configs], fontsize=7)
+    ax.set(ylabel="FID", title=f"/{patch} at {px} px (Table 6)")
+    ax.legend(fontsize=6)
+
+
+@register("imagenet_scale")
+def fig_imagenet_scale(summary: pd.DataFrame, study_dir: Path):
+    """Tables 6-8 and 13: FID against model size at 256 and 512 px (200 and 600 epochs; G: 320), IS and
+    precision/recall at 600 epochs, ours beside the paper's. Tick labels give the training cost per 200 epochs."""
+    sns.set_theme(style="whitegrid", font_scale=0.85)
+    pts, label = _points(summary), _ours_label(summary)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
+    _scale_panel(axes[0], pts, 16, label)
+    _scale_panel(axes[1], pts, 32, label)
+    keys = list(paper.TABLE7_8)
+    ours_is = [_ours_value(pts[pts["epochs"].map(lambda e: int(e) in (320, 600))], "is_mean", config=k) for k in keys]
+    _paired_bars(axes[2], [_model(k) for k in keys], [paper.TABLE7_8[k][1] for k in keys], ours_is, label, "IS")
+    lines = ["precision / recall (Table 13)   paper     ours"]
+    for k in keys:
+        p, r = paper.TABLE7_8[k][2:]
+        ours_pr = [_ours_value(pts[pts["epochs"].map(lambda e: int(e) in (320, 600))], m, config=k)
+                   for m in ("precision", "recall")]
+        lines.append(f"{_model(k):>5}   {'-' if p is None else f'{p:.2f} / {r:.2f}':>11}   "
+                     f"{'-' if ours_pr[0] != ours_pr[0] else f'{ours_pr[0]:.2f} / {ours_pr[1]:.2f}':>11}")
+    axes[2].text(1.03, 0.5, "\n".join(lines), transform=axes[2].transAxes, fontsize=7, family="monospace",
+                 va="center")
+    axes[2].set_title("600 epochs (G: 320): IS (Tables 7, 8)")
+    fig.suptitle("Scale on ImageNet, CFG interval", y=1.01)
+    fig.tight_layout()
+    return fig
+
+
+@register("imagenet_cls_loss")
+def fig_imagenet_cls_loss(summary: pd.DataFrame, study_dir: Path):
+    """Table 11: FID without and with the classification loss, B/16 and L/16, ours beside the paper's."""
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    pts = _points(summary)
+    pts["head"] = pts["model_args"].map(lambda a: int(bool(a.get("cls_head_after"))))
+    keys = [(k, h) for k in paper.TABLE11 for h in (0, 1)]
+    labels = [f"{_model(k)}\n{'+ cls loss' if h else 'baseline'}" for k, h in keys]
+    ours = [_ours_value(pts, "fid", config=k, head=h) for k, h in keys]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    _paired_bars(ax, labels, [paper.TABLE11[k][h] for k, h in keys], ours, _ours_label(summary))
+    ax.set_title("Extra classification loss, 200 epochs, CFG interval (Table 11)")
+    fig.tight_layout()
+    return fig
+
+
+@register("imagenet_cross_res")
+def fig_imagenet_cross_res(summary: pd.DataFrame, study_dir: Path):
+    """Table 12: G/16 and G/32 each measured at 256 and 512 px, ours beside the paper's."""
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    pts = _points(summary)
+    pts["px"] = [int(e) or _resolution(c) for e, c in zip(pts.get("eval_size", 0), pts["config"])]
+    keys = list(paper.TABLE12)
+    labels = [f"{_model(c)}@{_resolution(c)}\n-> {px}" if _resolution(c) != px else f"{_model(c)}@{px}" for c, px in keys]
+    ours = [_ours_value(pts, "fid", config=c, px=px) for c, px in keys]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    _paired_bars(ax, labels, [paper.TABLE12[k] for k in keys], ours, _ours_label(summary))
+    ax.set_title("Cross-resolution (Table 12; resize: PIL bicubic, antialiased)")
+    fig.tight_layout()
+    return fig
+
+
+def _sweep_table(run: Path) -> pd.DataFrame:
+    """A point's sweep table with the CFG column named cfg whatever the sweep version wrote."""
+    df = pd.read_csv(run / "sweep" / "sweep.csv")
+    return df.rename(columns={"cfg_scale": "cfg", "n_samples": "num_samples"})
+
+
+@register("imagenet_cfg_curve")
+def fig_imagenet_cfg_curve(summary: pd.DataFrame, study_dir: Path):
+    """Fig. 6: FID against the CFG scale from each point's sweep table (search stage), one line per CFG interval
+    and EMA; the paper's best values (2.88 without, 2.36 with the interval; JiT-L/16, 600 ep) as lines."""
+    sns.set_theme(style="whitegrid", font_scale=0.9)
+    fig, ax = plt.subplots(figsize=(5.6, 3.9))
+    for (name, best), color in zip(paper.FIG6_BEST.items(), ("#d7191c", "#2c7bb6")):
+        ax.axhline(best, ls="--", color=color, alpha=0.7, label=f"paper best {name}: {best}")
+    for run_id in summary["run_id"].unique():
+        run = Path(study_dir) / run_id
+        interval = json.loads((run / "config.json").read_text()).get("interval", [0.0, 1.0])
+        df = _sweep_table(run)
+        with_interval = float(interval[0]) > 0 or float(interval[1]) < 1
+        for ema, g in df[df["stage"] == "search"].groupby("ema"):
+            g = g.sort_values("cfg")
+            ax.plot(g["cfg"], g["fid"], "o-", ms=3, color="#2c7bb6" if with_interval else "#d7191c",
+                    label=f"{_ours_label(summary)}, interval {tuple(interval)}, {ema}")
+    ax.set(xlabel="CFG scale", ylabel="FID", title="FID against CFG scale (Fig. 6)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

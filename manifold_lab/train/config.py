@@ -20,7 +20,7 @@ from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.config import check_numbers, config_from_values, field_names
 from manifold_lab.config import load_config as _load_config
 from manifold_lab.device import PRECISIONS, check_device
-from manifold_lab.param import TARGETS
+from manifold_lab.param import PREDS, TARGETS
 from manifold_lab.train.core import LR_SCHEDULES
 
 LOGGERS = ("csv", "tensorboard", "both", "none")
@@ -92,7 +92,7 @@ class ImageNetConfig:
         for name in ("lr", "noise_scale"):
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
-        check_choice("prediction target (pred)", self.pred, TARGETS)
+        check_choice("prediction target (pred)", self.pred, PREDS)
         check_choice("loss space (loss)", self.loss, TARGETS)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)

@@ -15,7 +15,7 @@ SHRINK = {   # study -> (--set overrides, metrics every point reports, points)
     "toy_preconditioner": (["D=[8]", "pred=[edm, linear]", "loss=[v]", "seed=[0]", "steps=20", "batch_size=32",
                             "n_samples=100", "sample_steps=3", "hidden_size=16"], {"nn_dist", "off_manifold"}, 2),
     "image_preconditioner": (["row=[{loss: v, seed: 0}]", "pred=[edm, linear]", "steps=3", "batch_size=8",
-                              "n_train=64", "n_samples=16", "sample_steps=2", "feat_steps=3", "warmup_steps=0",
+                              "n_train=64", "n_samples=16", "sample_steps=2", "feat_steps=11", "warmup_steps=0",
                               "hidden_size=16", "depth=1"], {"fd_feat", "fd_pix"}, 2),
 }
 

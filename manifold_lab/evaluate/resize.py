@@ -46,4 +46,4 @@ class ResizedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         img = self.arr[i] if self.files is None else np.asarray(Image.open(self.files[i]).convert("RGB"))
-        return torch.from_numpy(resize_uint8(img, self.size)).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(resize_uint8(img, self.size).copy()).permute(2, 0, 1).contiguous()

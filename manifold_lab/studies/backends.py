@@ -15,8 +15,8 @@ from pathlib import Path
 
 from manifold_lab import io
 from manifold_lab.checks import ConfigError
-from manifold_lab.studies import claims
-from manifold_lab.studies.execute import HELD, RAN, PointJob, last_error_line, run_point
+from manifold_lab.studies import claims, interrupt
+from manifold_lab.studies.execute import HELD, RAN, STOPPED, PointJob, last_error_line, run_point
 from manifold_lab.studies.status import point_state
 
 POLL_S = 2.0
@@ -26,7 +26,7 @@ RESOURCE_DEFAULTS = {"cpus_per_task": 1, "gpus_per_node": 0, "nodes": 1, "mem_gb
 
 
 def new_report() -> dict:
-    return {"ran": [], "skipped": [], "elsewhere": [], "failed": [], "submitted": []}
+    return {"ran": [], "skipped": [], "elsewhere": [], "failed": [], "submitted": [], "interrupted": []}
 
 
 def _say_failed(rid: str, why: str, study_dir: Path) -> None:
@@ -35,11 +35,15 @@ def _say_failed(rid: str, why: str, study_dir: Path) -> None:
 
 # ---- local ------------------------------------------------------------------------------------------------
 def run_local(notebook: Path, study_dir: Path, points: list, *, workers: int, threads: int, bar=None) -> dict:
-    """Run ``points`` [(run_id, params)] on a pool of ``workers`` threads (each point a papermill kernel)."""
+    """Run ``points`` [(run_id, params)] on a pool of ``workers`` threads (each point a papermill kernel).
+    After Ctrl-C nothing more is launched and the running points are stopped (``interrupted``)."""
     rep, owner = new_report(), claims.this_owner()
     todo, held, futures = list(points), [], {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while todo or held or futures:
+            if interrupt.requested():
+                rep["interrupted"] += [rid for rid, _ in todo + held]
+                todo, held = [], []
             while todo and len(futures) < workers:
                 rid, p = todo.pop(0)
                 futures[pool.submit(run_point, notebook, study_dir, rid, p, threads=threads, owner=owner)] = (rid, p)
@@ -59,6 +63,8 @@ def run_local(notebook: Path, study_dir: Path, points: list, *, workers: int, th
                     continue
                 if outcome == HELD:
                     held.append((rid, p))
+                elif outcome == STOPPED:
+                    rep["interrupted"].append(rid)
                 else:
                     rep["ran" if outcome == RAN else "elsewhere"].append(rid)
                     bar and bar.update(1)
@@ -133,6 +139,7 @@ def submit_slurm(notebook: Path, study_dir: Path, name: str, points: list, *, wo
     for j, (rid, _) in zip(jobs, mine):
         claims.assign_job(study_dir, rid, owner, j.job_id)
     claims.forget_queue()
+    interrupt.slurm_submitted({rid: j.job_id for j, (rid, _) in zip(jobs, mine)})
     log = Path(study_dir) / ".slurm" / "submitted.json"
     old = io.read_json(log) if log.is_file() else []
     io.write_json(log, old + [{"time": time.time(), "jobs": {rid: j.job_id for j, (rid, _) in zip(jobs, mine)}}])
@@ -141,10 +148,14 @@ def submit_slurm(notebook: Path, study_dir: Path, name: str, points: list, *, wo
 
 
 def wait_slurm(study_dir: Path, submitted: list, held: list, rep: dict, bar=None) -> dict:
-    """Wait until every submitted or held point is done, failed, or lost its owner (a cancelled job)."""
+    """Wait until every submitted or held point is done, failed, or lost its owner (a cancelled job); after
+    Ctrl-C, stop waiting (the jobs keep running; the points left are ``interrupted``)."""
     ours = {rid for rid, _ in submitted}
     waiting = list(submitted) + list(held)
     while waiting:
+        if interrupt.requested():
+            rep["interrupted"] += [rid for rid, _ in waiting]
+            break
         still = []
         for rid, p in waiting:
             st = point_state(study_dir, rid, p)
@@ -158,6 +169,6 @@ def wait_slurm(study_dir: Path, submitted: list, held: list, rep: dict, bar=None
                 _say_failed(rid, st.detail or st.kind, study_dir)
             bar and bar.update(1)
         waiting = still
-        if waiting:
+        if waiting and not interrupt.requested():
             time.sleep(POLL_S)
     return rep

@@ -16,18 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from manifold_lab import io
-from manifold_lab.studies import claims, results
+from manifold_lab.studies import claims, interrupt, results
 
-RAN, DONE, HELD = "ran", "done", "held"    # what run_point did: ran it, found it done, found it held
+# what run_point did: ran it, found it done, found it held by another owner, stopped it (Ctrl-C)
+RAN, DONE, HELD, STOPPED = "ran", "done", "held", "stopped"
 
 
-def _papermill(notebook: Path, partial: Path, params: dict, threads: int) -> float:
+def _papermill(notebook: Path, partial: Path, params: dict, threads: int, run_id: str) -> float:
     import papermill
+
+    from manifold_lab.studies.kernels import for_point
 
     start = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(partial / "notebook.ipynb"),
                                parameters={**params, "out_dir": str(partial.resolve()), "threads": threads},
-                               kernel_name="python3", progress_bar=False, cwd=str(Path.cwd()))
+                               kernel_name="python3", progress_bar=False, cwd=str(Path.cwd()),
+                               kernel_manager_class=for_point(run_id))    # quiet (IPC), stoppable on Ctrl-C
     return time.perf_counter() - start
 
 
@@ -39,15 +43,20 @@ def last_error_line(exc: BaseException) -> str:
 
 def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, threads: int = 0,
               owner: dict | None = None, logs: tuple = (), requeued=lambda: False) -> str:
-    """Run one point unless it is done or held alive by another owner. Returns RAN, DONE or HELD; raises
-    the notebook's error (after writing ``error.json`` into the kept partial folder) if it failed.
+    """Run one point unless it is done or held alive by another owner. Returns RAN, DONE, HELD or STOPPED
+    (Ctrl-C: :mod:`~manifold_lab.studies.interrupt`; no error.json, partial folder kept); raises the
+    notebook's error (after writing ``error.json`` into the kept partial folder) if it failed.
     ``logs``: files to copy into the run folder before it is finalised (a SLURM job's stdout/stderr).
     ``requeued()``: True when the run is being stopped to be requeued; the claim is then kept."""
     study_dir, final = Path(study_dir), results.run_dir(study_dir, run_id)
     owner = owner or claims.this_owner()
     if results.is_current(final, params):
         return DONE
+    if interrupt.requested():
+        return STOPPED
+    interrupt.point_started(study_dir, run_id, owner)       # before the claim: a second Ctrl-C releases it
     if not claims.try_claim(study_dir, run_id, owner):
+        interrupt.point_ended(run_id)
         return HELD
     partial = results.partial_dir(study_dir, run_id)
     try:
@@ -56,7 +65,7 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
         partial.mkdir(parents=True, exist_ok=True)         # a requeued or taken-over point reuses it
         (partial / "error.json").unlink(missing_ok=True)
         with claims.heartbeat(study_dir, run_id):
-            wall = _papermill(notebook, partial, params, threads)
+            wall = _papermill(notebook, partial, params, threads, run_id)
         io.write_json(partial / "run.json", {"run_id": run_id, "wall_s": wall, "threads": threads, "params": params,
                                              "host": owner["host"], "job_id": owner.get("job_id")})
         for log in logs:
@@ -67,6 +76,8 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
     except BaseException as e:
         if requeued():
             raise
+        if interrupt.requested():                          # stopped by Ctrl-C: not a failure
+            return STOPPED
         if partial.is_dir():
             io.write_json(partial / "error.json", {"error": last_error_line(e), "time": time.time(),
                                                    "job_id": owner.get("job_id"), "host": owner["host"],
@@ -75,6 +86,7 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
     finally:
         if not requeued():
             claims.release(study_dir, run_id, owner)
+        interrupt.point_ended(run_id)
 
 
 @dataclass

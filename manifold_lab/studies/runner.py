@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 
 from manifold_lab import io
 from manifold_lab.checks import check_choice
-from manifold_lab.studies import backends, results
+from manifold_lab.studies import backends, interrupt, results
 from manifold_lab.studies.spec import StudySpec, check_against_notebook, load_study
 from manifold_lab.studies.status import format_status, study_status
 
@@ -137,10 +138,21 @@ def _main(args) -> int:
         print(format_status(study_status(study_dir, points)))
         collect(spec, study_dir, points)
         return 0
-    report = run_study(spec, args.results_dir, workers=args.workers, backend=args.backend, wait=not args.no_wait,
-                       progress=not args.no_progress)
-    done_elsewhere = f", {len(report['elsewhere'])} done by another runner" if report["elsewhere"] else ""
-    submitted = f", submitted {len(report['submitted'])}" if args.backend == "slurm" else ""
-    print(f"study {spec.study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished{done_elsewhere}"
-          f"{submitted}, failed {len(report['failed'])} in {report['wall_s']:.0f} s -> {report['study_dir']}")
+    with interrupt.sigint_stops(args.backend):      # Ctrl-C: stop, summarise what finished, exit 130
+        report = run_study(spec, args.results_dir, workers=args.workers, backend=args.backend,
+                           wait=not args.no_wait, progress=not args.no_progress)
+        print(_count_line(spec.study, report, args.backend))
+        if interrupt.requested():
+            hint = interrupt.scancel_hint() if args.backend == "slurm" else ""
+            print(f"interrupted by Ctrl-C: {len(report['interrupted'])} point(s) not finished"
+                  + (f"; the SLURM jobs keep running (`{hint}` cancels them)" if hint else ""), file=sys.stderr)
+            return 130
     return 1 if report["failed"] else 0
+
+
+def _count_line(study: str, report: dict, backend: str) -> str:
+    done_elsewhere = f", {len(report['elsewhere'])} done by another runner" if report["elsewhere"] else ""
+    submitted = f", submitted {len(report['submitted'])}" if backend == "slurm" else ""
+    stopped = f", {len(report['interrupted'])} not finished (Ctrl-C)" if report.get("interrupted") else ""
+    return (f"study {study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished{done_elsewhere}"
+            f"{submitted}, failed {len(report['failed'])}{stopped} in {report['wall_s']:.0f} s -> {report['study_dir']}")

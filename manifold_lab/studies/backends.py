@@ -141,7 +141,7 @@ def submit_slurm(notebook: Path, study_dir: Path, name: str, points: list, *, wo
     claims.forget_queue()
     interrupt.slurm_submitted({rid: j.job_id for j, (rid, _) in zip(jobs, mine)})
     log = Path(study_dir) / ".slurm" / "submitted.json"
-    old = io.read_json(log) if log.is_file() else []
+    old = io.read_json_or_warn(log, expect=list, consequence="a new log is started") or []
     io.write_json(log, old + [{"time": time.time(), "jobs": {rid: j.job_id for j, (rid, _) in zip(jobs, mine)}}])
     print(f"submitted {len(mine)} point(s) as SLURM job array {jobs[0].job_id.split('_')[0]}", flush=True)
     return mine, held

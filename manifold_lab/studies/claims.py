@@ -8,7 +8,9 @@ one creator wins. It is **dead** when
 
 * its SLURM job is no longer in the queue (``squeue``), or else
 * its process is gone (same host: no such pid, or a pid with another start time), or else
-* its heartbeat is older than :data:`STALE_S` (another host, or a hung owner).
+* its heartbeat is older than :data:`STALE_S` (another host, or a hung owner), or
+* it is empty or not a JSON mapping (damaged) and older than :data:`WRITE_GRACE_S` (its creator writes it
+  right after creating it; one warning line names the file).
 
 A dead claim is taken over under an exclusive lock on ``<study>/.claims.lock`` (re-read, check dead,
 remove, create anew), so two runners never take over the same claim. A live claim is never touched.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 HEARTBEAT_S = 15.0      # the owner touches its claim this often
 STALE_S = 120.0         # a claim untouched this long is dead (used where no pid or job can be checked)
+WRITE_GRACE_S = 5.0     # an empty or damaged claim this old is dead (a new claim is written at once)
 ALIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED", "RESIZING",
                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
@@ -61,17 +64,22 @@ def this_owner(job_id: str | None = None) -> dict:
 
 
 def read_claim(path: Path) -> dict | None:
-    """The claim at ``path`` plus its heartbeat time (``mtime``); {} while it is being written; None if absent."""
+    """The claim at ``path`` plus its heartbeat time (``mtime``); None if absent. An empty, unreadable or
+    malformed claim (being written, or damaged) reads as ``{"damaged": why, "mtime": ...}``. Never raises."""
     try:
         mtime = path.stat().st_mtime
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        return {"damaged": f"unreadable: {type(e).__name__}", "mtime": 0.0, "path": str(path)}
     try:
         info = json.loads(text)
-    except json.JSONDecodeError:
-        info = {}
-    return {**info, "mtime": mtime} if isinstance(info, dict) else {"mtime": mtime}
+    except ValueError:
+        return {"damaged": "empty" if not text.strip() else "not JSON", "mtime": mtime, "path": str(path)}
+    if not isinstance(info, dict):
+        return {"damaged": "not a mapping", "mtime": mtime, "path": str(path)}
+    return {**info, "mtime": mtime}
 
 
 # ---- liveness --------------------------------------------------------------------------------------------
@@ -110,6 +118,14 @@ def job_alive(job_id: str) -> bool | None:
 def is_alive(info: dict, now: float | None = None) -> bool:
     """Whether the owner of a claim (as read by :func:`read_claim`) is still at work."""
     now = time.time() if now is None else now
+    if info.get("damaged"):
+        if now - info.get("mtime", 0.0) < WRITE_GRACE_S:
+            return True                                    # probably still being written
+        from manifold_lab.io import warn_once
+
+        warn_once(f"claim {info.get('path', '?')} is damaged ({info['damaged']}); treated as dead (its point is "
+                  "free to run)")
+        return False
     if info.get("job_id"):
         alive = job_alive(info["job_id"])
         if alive is not None:

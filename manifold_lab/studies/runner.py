@@ -136,7 +136,11 @@ def _main(args) -> int:
         study_dir = Path(args.results_dir) / spec.study
         points = [(spec.format_id(p), p) for p in spec.points()]
         print(format_status(study_status(study_dir, points)))
-        collect(spec, study_dir, points)
+        try:
+            collect(spec, study_dir, points)
+        except OSError as e:             # a read-only results folder: --status only needs to read
+            print(f"warning: the summary and figures were not written ({e.strerror or e}: {e.filename or study_dir})",
+                  file=sys.stderr)
         return 0
     with interrupt.sigint_stops(args.backend):      # Ctrl-C: stop, summarise what finished, exit 130
         report = run_study(spec, args.results_dir, workers=args.workers, backend=args.backend,

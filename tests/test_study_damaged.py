@@ -68,3 +68,13 @@ def test_a_damaged_claim_is_taken_over_after_the_grace(tmp_path):
     os.utime(path, (old, old))
     assert claims.try_claim(tmp_path, "p", owner)
     assert claims.read_claim(path)["token"] == owner["token"]
+
+
+def test_bad_workers_is_one_line_and_creates_nothing(tmp_path, capsys):
+    spec = make_study(tmp_path, [1])
+    for bad in ("0", "-3"):
+        capsys.readouterr()
+        assert main(["study", str(spec), "--results-dir", str(tmp_path / "results"), "--workers", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: --workers must be a positive integer (runs at once), got {bad}"]
+        assert not (tmp_path / "results").exists()

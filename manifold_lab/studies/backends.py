@@ -16,7 +16,16 @@ from pathlib import Path
 from manifold_lab import io
 from manifold_lab.checks import ConfigError
 from manifold_lab.studies import claims, interrupt
-from manifold_lab.studies.execute import HELD, RAN, STOPPED, PointJob, last_error_line, run_point
+from manifold_lab.studies.execute import (
+    HELD,
+    RAN,
+    REFUSED,
+    STOPPED,
+    PointJob,
+    last_error_line,
+    refusal,
+    run_point,
+)
 from manifold_lab.studies.status import point_state
 
 POLL_S = 2.0
@@ -26,7 +35,7 @@ RESOURCE_DEFAULTS = {"cpus_per_task": 1, "gpus_per_node": 0, "nodes": 1, "mem_gb
 
 
 def new_report() -> dict:
-    return {"ran": [], "skipped": [], "elsewhere": [], "failed": [], "submitted": [], "interrupted": []}
+    return {"ran": [], "skipped": [], "elsewhere": [], "failed": [], "submitted": [], "interrupted": [], "refused": []}
 
 
 def _say_failed(rid: str, why: str, study_dir: Path) -> None:
@@ -65,6 +74,10 @@ def run_local(notebook: Path, study_dir: Path, points: list, *, workers: int, th
                     held.append((rid, p))
                 elif outcome == STOPPED:
                     rep["interrupted"].append(rid)
+                elif outcome == REFUSED:
+                    rep["refused"].append(rid)
+                    print(refusal(study_dir, rid, p) or f"refused {rid}: held with other parameter values",
+                          file=sys.stderr)
                 else:
                     rep["ran" if outcome == RAN else "elsewhere"].append(rid)
                     bar and bar.update(1)
@@ -126,7 +139,12 @@ def submit_slurm(notebook: Path, study_dir: Path, name: str, points: list, *, wo
     Returns (submitted points, points held by other live owners)."""
     owner, mine, held = claims.this_owner(), [], []
     for rid, p in points:
-        (mine if claims.try_claim(study_dir, rid, owner) else held).append((rid, p))
+        if claims.try_claim(study_dir, rid, owner, p):
+            mine.append((rid, p))
+        elif (line := refusal(study_dir, rid, p)):
+            print(line, file=sys.stderr)                   # not waited for, not overwritten
+        else:
+            held.append((rid, p))
     if not mine:
         return [], held
     job = PointJob(str(notebook), str(study_dir), threads=resources["cpus_per_task"], claim_token=owner["token"])

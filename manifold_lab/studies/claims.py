@@ -2,7 +2,9 @@
 beside a SLURM array, a requeued job) never run the same point or touch each other's partial folders.
 
 A claim is the file ``<study>/.<run_id>.claim``, JSON: the owner (a random token, host, pid and the pid's
-start time, the SLURM job id if any) and ``since``. Its mtime is the heartbeat: the owner touches it every
+start time, the SLURM job id if any), ``since`` and the point's parameter values (``params``), so a runner
+asked for other values refuses a point another runner holds alive (:func:`params_conflict`) instead of
+overwriting it. Its mtime is the heartbeat: the owner touches it every
 :data:`HEARTBEAT_S` seconds while the point runs. A claim is created with ``O_CREAT | O_EXCL``, so exactly
 one creator wins. It is **dead** when
 
@@ -152,21 +154,33 @@ def _takeover_lock(study_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _create(path: Path, owner: dict) -> bool:
+def _create(path: Path, owner: dict, params: dict | None = None) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as f:
-        json.dump({**owner, "since": time.time()}, f)
+        json.dump({**owner, "since": time.time(), **({"params": params} if params is not None else {})}, f,
+                  default=str)
     return True
 
 
-def try_claim(study_dir: Path, run_id: str, owner: dict) -> bool:
-    """Claim a point for ``owner``: True if it is now ``owner``'s (new, already its own, or taken over from
-    a dead owner), False if another owner holds it alive."""
+def params_conflict(info: dict | None, params: dict | None) -> str:
+    """'' if a claim (as read) was made for ``params`` (or records none); else the differing values, e.g.
+    "lr: 0.01 there, 0.003 here"."""
+    theirs = (info or {}).get("params")
+    if params is None or not isinstance(theirs, dict):
+        return ""
+    ours = json.loads(json.dumps(params, default=str))
+    diff = [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+    return "; ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in diff[:3])
+
+
+def try_claim(study_dir: Path, run_id: str, owner: dict, params: dict | None = None) -> bool:
+    """Claim a point for ``owner`` (recording ``params``, its parameter values): True if it is now
+    ``owner``'s (new, already its own, or taken over from a dead owner), False if another owner holds it alive."""
     path = claim_path(study_dir, run_id)
-    if _create(path, owner):
+    if _create(path, owner, params):
         return True
     with _takeover_lock(study_dir):
         info = read_claim(path)
@@ -177,7 +191,7 @@ def try_claim(study_dir: Path, run_id: str, owner: dict) -> bool:
             return False
         with contextlib.suppress(FileNotFoundError):
             path.unlink()                                  # dead: taken over
-        return _create(path, owner)
+        return _create(path, owner, params)
 
 
 def rewrite(path: Path, info: dict) -> None:

@@ -10,6 +10,7 @@ line), which ``study --status`` shows.
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -18,8 +19,21 @@ from pathlib import Path
 from manifold_lab import io
 from manifold_lab.studies import claims, interrupt, results
 
-# what run_point did: ran it, found it done, found it held by another owner, stopped it (Ctrl-C)
-RAN, DONE, HELD, STOPPED = "ran", "done", "held", "stopped"
+# what run_point did: ran it, found it done, found it held by another owner, stopped it (Ctrl-C), refused
+# it (another runner holds it alive with other parameter values: :func:`refusal`)
+RAN, DONE, HELD, STOPPED, REFUSED = "ran", "done", "held", "stopped", "refused"
+
+
+def refusal(study_dir: Path, run_id: str, params: dict) -> str:
+    """The one line a runner prints when another runner holds ``run_id`` alive with other parameter values
+    ('' when the values agree or the claim records none)."""
+    info = claims.read_claim(claims.claim_path(study_dir, run_id))
+    diff = claims.params_conflict(info, params)
+    if not diff:
+        return ""
+    who = f"job {info['job_id']}" if info.get("job_id") else f"{info.get('host', '?')}:{info.get('pid', '?')}"
+    return (f"refused {run_id}: another runner ({who}) is running it with other parameter values ({diff}); "
+            "not overwritten: run again with these values once it is done (its run is then kept aside)")
 
 
 def _papermill(notebook: Path, partial: Path, params: dict, threads: int, run_id: str) -> float:
@@ -55,9 +69,9 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
     if interrupt.requested():
         return STOPPED
     interrupt.point_started(study_dir, run_id, owner)       # before the claim: a second Ctrl-C releases it
-    if not claims.try_claim(study_dir, run_id, owner):
+    if not claims.try_claim(study_dir, run_id, owner, params):
         interrupt.point_ended(run_id)
-        return HELD
+        return REFUSED if refusal(study_dir, run_id, params) else HELD
     partial = results.partial_dir(study_dir, run_id)
     try:
         if results.is_current(final, params):            # finished by another runner meanwhile
@@ -71,7 +85,9 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
         for log in logs:
             if Path(log).is_file():
                 shutil.copyfile(log, partial / Path(log).name)
-        results.finalize(partial, final)
+        aside = results.finalize(partial, final)
+        if aside is not None:
+            print(f"{run_id}: the run it replaces (other parameters) is kept in {aside}", file=sys.stderr)
         return RAN
     except BaseException as e:
         if requeued():

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from manifold_lab import io
-from manifold_lab.checks import check_choice
+from manifold_lab.checks import ConfigError, check_choice
 from manifold_lab.studies import backends, interrupt, results
 from manifold_lab.studies.spec import StudySpec, check_against_notebook, load_study
-from manifold_lab.studies.status import format_status, study_status
+from manifold_lab.studies.status import format_kept_aside, format_status, study_status
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -120,6 +120,8 @@ def register(sub) -> None:
 
 
 def _main(args) -> int:
+    if args.workers is not None and args.workers < 1:      # checked before anything is read or created
+        raise ConfigError(f"--workers must be a positive integer (runs at once), got {args.workers}")
     spec = load_study(args.yaml)
     spec.override(args.overrides)
     if args.figures_only:
@@ -136,6 +138,8 @@ def _main(args) -> int:
         study_dir = Path(args.results_dir) / spec.study
         points = [(spec.format_id(p), p) for p in spec.points()]
         print(format_status(study_status(study_dir, points)))
+        if format_kept_aside(study_dir):
+            print(format_kept_aside(study_dir))
         try:
             collect(spec, study_dir, points)
         except OSError as e:             # a read-only results folder: --status only needs to read
@@ -151,12 +155,14 @@ def _main(args) -> int:
             print(f"interrupted by Ctrl-C: {len(report['interrupted'])} point(s) not finished"
                   + (f"; the SLURM jobs keep running (`{hint}` cancels them)" if hint else ""), file=sys.stderr)
             return 130
-    return 1 if report["failed"] else 0
+    return 1 if report["failed"] or report.get("refused") else 0
 
 
 def _count_line(study: str, report: dict, backend: str) -> str:
     done_elsewhere = f", {len(report['elsewhere'])} done by another runner" if report["elsewhere"] else ""
     submitted = f", submitted {len(report['submitted'])}" if backend == "slurm" else ""
     stopped = f", {len(report['interrupted'])} not finished (Ctrl-C)" if report.get("interrupted") else ""
+    refused = (f", refused {len(report['refused'])} (held by another runner with other parameter values)"
+               if report.get("refused") else "")
     return (f"study {study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished{done_elsewhere}"
-            f"{submitted}, failed {len(report['failed'])}{stopped} in {report['wall_s']:.0f} s -> {report['study_dir']}")
+            f"{submitted}, failed {len(report['failed'])}{refused}{stopped} in {report['wall_s']:.0f} s -> {report['study_dir']}")

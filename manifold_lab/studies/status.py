@@ -98,3 +98,12 @@ def format_status(rows: list[tuple[str, PointState]]) -> str:
         total += (f"; the done points took {done_wall_s / 3600:.2f} h of run time in all "
                   "(the sum over points: divide by the runs that ran at once for the wall time)")
     return "\n".join(lines + [total])
+
+
+def format_kept_aside(study_dir: Path) -> str:
+    """One line naming the run folders a rerun with other parameters kept aside ('' if none)."""
+    kept = results.kept_aside(study_dir)
+    if not kept:
+        return ""
+    return (f"kept aside ({len(kept)}: runs replaced by a rerun with other parameters, not deleted): "
+            + ", ".join(p.name for p in kept))

@@ -36,10 +36,10 @@ def make_study(tmp: Path) -> Path:
 
 
 def start(tmp: Path, spec: Path, **env):
-    err = open(tmp / "stderr.txt", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "manifold_lab", "study", str(spec), "--results-dir",
-                             str(tmp / "results"), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=err, text=True, env={**os.environ, **env})
+    with open(tmp / "stderr.txt", "w") as err:     # the child keeps its own handle
+        proc = subprocess.Popen([sys.executable, "-m", "manifold_lab", "study", str(spec), "--results-dir",
+                                 str(tmp / "results"), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=err, text=True, env={**os.environ, **env})
     return proc, tmp / "stderr.txt"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from manifold_lab import io
 from manifold_lab.studies import claims, interrupt, results
+from manifold_lab.studies.plan import sgemm_gflops
 
 # what run_point did: ran it, found it done, found it held by another owner, stopped it (Ctrl-C), refused
 # it (another runner holds it alive with other parameter values: :func:`refusal`)
@@ -79,9 +80,11 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
         partial.mkdir(parents=True, exist_ok=True)         # a requeued or taken-over point reuses it
         (partial / "error.json").unlink(missing_ok=True)
         with claims.heartbeat(study_dir, run_id):
+            rate = sgemm_gflops()                         # the machine's speed, beside wall_s (study --plan)
             wall = _papermill(notebook, partial, params, threads, run_id)
         io.write_json(partial / "run.json", {"run_id": run_id, "wall_s": wall, "threads": threads, "params": params,
-                                             "host": owner["host"], "job_id": owner.get("job_id")})
+                                             "host": owner["host"], "job_id": owner.get("job_id"),
+                                             "sgemm_gflops": rate})
         for log in logs:
             if Path(log).is_file():
                 shutil.copyfile(log, partial / Path(log).name)

@@ -110,6 +110,8 @@ def register(sub) -> None:
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; a later call collects")
     p.add_argument("--status", action="store_true", help="one line per point (done, pending, running, queued, "
                    "failed, stale); writes the summary and figures of what is finished")
+    p.add_argument("--plan", action="store_true", help="run nothing: print the points to run, the expected time "
+                   "per point and in all (from recorded times, scaled by this machine's matmul rate) and the device")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter (YAML value); on a grid key it replaces the list, e.g. seed=[0,1,2]")
     p.add_argument("--results-dir", default="results", help="where <study>/ is written")
@@ -132,6 +134,12 @@ def _main(args) -> int:
             raise FileNotFoundError(f"no summary to draw from: {study_dir / 'summary.csv'} (run the study first)")
         paths = render_figures(spec, pd.read_csv(study_dir / "summary.csv"), study_dir)
         print("\n".join(str(p) for p in paths))
+        return 0
+    if args.plan:                                         # reads only: runs and writes nothing
+        from manifold_lab.studies.plan import plan
+
+        check_against_notebook(spec)
+        print(plan(spec, args.results_dir, workers=args.workers, backend=args.backend)[0])
         return 0
     if args.status:
         check_against_notebook(spec)

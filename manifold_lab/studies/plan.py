@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from manifold_lab import io
 from manifold_lab.studies import results
 from manifold_lab.studies.spec import StudySpec, load_study
@@ -35,8 +37,8 @@ SCALE_KEYS = ("steps", "epochs")     # time is taken as proportional to these
 ASSUMED = {"imagenet_run.ipynb": (5.5 * 3600 / 200, "epochs", 200,
                                   "assumed: 5.5 h per 200 epochs on 8 H100s (the README's JiT-B figure)"),
            "toy_intrinsic_dim.ipynb": (3 * 60.0 / 2000, "steps", 2000,
-                                       "assumed: three toy trainings of about 60 s per 2000 steps each (toy_fig2's "
-                                       "recorded times; this notebook records none)")}
+                                       ("assumed: three toy trainings of about 60 s per 2000 steps each "
+                                        "(toy_fig2's recorded times; this notebook records none)"))}
 
 
 _RATE_LOCK = threading.Lock()
@@ -141,7 +143,8 @@ def _records(spec: StudySpec, results_dir: Path, studies_dir: Path) -> list[dict
     for y in sorted(studies_dir.glob("*.yaml")) if studies_dir.is_dir() else []:
         try:
             other = load_study(y)
-        except Exception:                    # a broken YAML elsewhere must not stop this plan
+        except (OSError, ValueError, TypeError, yaml.YAMLError) as e:   # a broken YAML elsewhere: say, go on
+            io.warn_once(f"{y} not read for --plan ({type(e).__name__})")
             continue
         if other.study != spec.study and Path(other.notebook).name == Path(spec.notebook).name:
             names.append(other.study)
@@ -236,7 +239,7 @@ def plan(spec: StudySpec, results_dir: str | Path = "results", *, workers: int |
     tail = [f"total: ~{_fmt(total)} of run time for the {todo - unknown} point(s) with an estimate"
             + (f" ({unknown} without one)" if unknown else "")
             + f"; ~{_fmt(total / n)} of wall time with {n} at once",
-            f"scale: this machine's one-thread fp32 sgemm {here:.0f} GFLOP/s; a time recorded with a rate is scaled "
-            "by (its rate / this one); the committed summaries record none: assumed as fast as this machine (x1.00)",
+            (f"scale: this machine's one-thread fp32 sgemm {here:.0f} GFLOP/s; a time recorded with a rate is scaled "
+             "by (its rate / this one); the committed summaries record none: assumed as fast as this machine (x1.00)"),
             "nothing was run or written (--plan)"]
     return "\n".join([head, *lines, *tail]), total / n

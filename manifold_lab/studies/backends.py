@@ -8,6 +8,7 @@ runner is waited for, not run again; when its owner dies, the point is run here 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -43,10 +44,31 @@ def _say_failed(rid: str, why: str, study_dir: Path) -> None:
 
 
 # ---- local ------------------------------------------------------------------------------------------------
+def gpu_slots(points: list) -> list[str]:
+    """The GPUs local workers share when a point asks for ``device`` cuda: CUDA_VISIBLE_DEVICES' entries, else
+    every GPU torch sees; [] otherwise (the kernels then inherit the environment unchanged)."""
+    if not any(str(p.get("device", "")).startswith("cuda") for _, p in points):
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def slot_gpu(slot: int, gpus: list[str]) -> str | None:
+    """The GPU of worker slot ``slot``: round-robin over ``gpus`` (None without GPUs). With W workers and G
+    GPUs, slots i, i+G, i+2G, ... share GPU i: ``--workers`` runs that many small points at once, about
+    W/G on each GPU, memory permitting."""
+    return gpus[slot % len(gpus)] if gpus else None
+
+
 def run_local(notebook: Path, study_dir: Path, points: list, *, workers: int, threads: int, bar=None) -> dict:
-    """Run ``points`` [(run_id, params)] on a pool of ``workers`` threads (each point a papermill kernel).
+    """Run ``points`` [(run_id, params)] on a pool of ``workers`` threads (each point a papermill kernel; with
+    ``device=cuda``, each worker slot's kernel sees one GPU, :func:`slot_gpu`).
     After Ctrl-C nothing more is launched and the running points are stopped (``interrupted``)."""
-    rep, owner = new_report(), claims.this_owner()
+    rep, owner, gpus = new_report(), claims.this_owner(), gpu_slots(points)
     todo, held, futures = list(points), [], {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while todo or held or futures:
@@ -55,34 +77,41 @@ def run_local(notebook: Path, study_dir: Path, points: list, *, workers: int, th
                 todo, held = [], []
             while todo and len(futures) < workers:
                 rid, p = todo.pop(0)
-                futures[pool.submit(run_point, notebook, study_dir, rid, p, threads=threads, owner=owner)] = (rid, p)
+                slot = min(set(range(workers)) - {s for _, _, s in futures.values()})
+                fut = pool.submit(run_point, notebook, study_dir, rid, p, threads=threads, owner=owner,
+                                  gpu=slot_gpu(slot, gpus))
+                futures[fut] = (rid, p, slot)
             if futures:
                 finished, _ = wait(futures, timeout=POLL_S, return_when=FIRST_COMPLETED)
             else:                                  # only points other runners hold: wait for them
                 finished = set()
                 time.sleep(POLL_S)
             for fut in finished:
-                rid, p = futures.pop(fut)
-                try:
-                    outcome = fut.result()
-                except Exception as e:             # keep going; report at the end
-                    rep["failed"].append(rid)
-                    _say_failed(rid, last_error_line(e), study_dir)
-                    bar and bar.update(1)
-                    continue
-                if outcome == HELD:
-                    held.append((rid, p))
-                elif outcome == STOPPED:
-                    rep["interrupted"].append(rid)
-                elif outcome == REFUSED:
-                    rep["refused"].append(rid)
-                    print(refusal(study_dir, rid, p) or f"refused {rid}: held with other parameter values",
-                          file=sys.stderr)
-                else:
-                    rep["ran" if outcome == RAN else "elsewhere"].append(rid)
-                    bar and bar.update(1)
+                rid, p, _ = futures.pop(fut)
+                _record(fut, rid, p, rep, held, study_dir, bar)
             todo, held = _recheck(study_dir, held, rep, bar, todo)
     return rep
+
+
+def _record(fut, rid: str, p: dict, rep: dict, held: list, study_dir: Path, bar) -> None:
+    """Enter one finished point's outcome in the report (HELD points go back to ``held``)."""
+    try:
+        outcome = fut.result()
+    except Exception as e:                     # keep going; report at the end
+        rep["failed"].append(rid)
+        _say_failed(rid, last_error_line(e), study_dir)
+        bar and bar.update(1)
+        return
+    if outcome == HELD:
+        held.append((rid, p))
+    elif outcome == STOPPED:
+        rep["interrupted"].append(rid)
+    elif outcome == REFUSED:
+        rep["refused"].append(rid)
+        print(refusal(study_dir, rid, p) or f"refused {rid}: held with other parameter values", file=sys.stderr)
+    else:
+        rep["ran" if outcome == RAN else "elsewhere"].append(rid)
+        bar and bar.update(1)
 
 
 def _recheck(study_dir: Path, held: list, rep: dict, bar, todo: list) -> tuple[list, list]:

@@ -37,7 +37,7 @@ def refusal(study_dir: Path, run_id: str, params: dict) -> str:
             "not overwritten: run again with these values once it is done (its run is then kept aside)")
 
 
-def _papermill(notebook: Path, partial: Path, params: dict, threads: int, run_id: str) -> float:
+def _papermill(notebook: Path, partial: Path, params: dict, threads: int, run_id: str, gpu: str | None) -> float:
     import papermill
 
     from manifold_lab.studies.kernels import for_point
@@ -46,7 +46,7 @@ def _papermill(notebook: Path, partial: Path, params: dict, threads: int, run_id
     papermill.execute_notebook(str(notebook), str(partial / "notebook.ipynb"),
                                parameters={**params, "out_dir": str(partial.resolve()), "threads": threads},
                                kernel_name="python3", progress_bar=False, cwd=str(Path.cwd()),
-                               kernel_manager_class=for_point(run_id))    # quiet (IPC), stoppable on Ctrl-C
+                               kernel_manager_class=for_point(run_id, gpu))   # quiet (IPC), stoppable, its GPU
     return time.perf_counter() - start
 
 
@@ -57,12 +57,13 @@ def last_error_line(exc: BaseException) -> str:
 
 
 def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, threads: int = 0,
-              owner: dict | None = None, logs: tuple = (), requeued=lambda: False) -> str:
+              owner: dict | None = None, logs: tuple = (), requeued=lambda: False, gpu: str | None = None) -> str:
     """Run one point unless it is done or held alive by another owner. Returns RAN, DONE, HELD or STOPPED
     (Ctrl-C: :mod:`~manifold_lab.studies.interrupt`; no error.json, partial folder kept); raises the
     notebook's error (after writing ``error.json`` into the kept partial folder) if it failed.
     ``logs``: files to copy into the run folder before it is finalised (a SLURM job's stdout/stderr).
-    ``requeued()``: True when the run is being stopped to be requeued; the claim is then kept."""
+    ``requeued()``: True when the run is being stopped to be requeued; the claim is then kept.
+    ``gpu``: the kernel's ``CUDA_VISIBLE_DEVICES`` (a local worker's GPU; None: inherited)."""
     study_dir, final = Path(study_dir), results.run_dir(study_dir, run_id)
     owner = owner or claims.this_owner()
     if results.is_current(final, params):
@@ -81,10 +82,10 @@ def run_point(notebook: Path, study_dir: Path, run_id: str, params: dict, *, thr
         (partial / "error.json").unlink(missing_ok=True)
         with claims.heartbeat(study_dir, run_id):
             rate = sgemm_gflops()                         # the machine's speed, beside wall_s (study --plan)
-            wall = _papermill(notebook, partial, params, threads, run_id)
+            wall = _papermill(notebook, partial, params, threads, run_id, gpu)
         io.write_json(partial / "run.json", {"run_id": run_id, "wall_s": wall, "threads": threads, "params": params,
                                              "host": owner["host"], "job_id": owner.get("job_id"),
-                                             "sgemm_gflops": rate})
+                                             "sgemm_gflops": rate, "gpu": gpu})
         for log in logs:
             if Path(log).is_file():
                 shutil.copyfile(log, partial / Path(log).name)

@@ -29,6 +29,7 @@ class StudyKernelManager(AsyncKernelManager):
 
     transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
     point: str | None = None
+    gpu: str | None = None        # the kernel's CUDA_VISIBLE_DEVICES (None: inherited)
 
     @default("ip")
     def _ip_default(self) -> str:
@@ -37,6 +38,8 @@ class StudyKernelManager(AsyncKernelManager):
         return os.path.join(tempfile.mkdtemp(prefix="study-kernel-"), "ipc")
 
     async def start_kernel(self, **kw):
+        if self.gpu is not None:
+            kw["env"] = {**os.environ, **(kw.get("env") or {}), "CUDA_VISIBLE_DEVICES": self.gpu}
         await super().start_kernel(**kw)
         if self.point is not None and self.provisioner is not None:
             process = getattr(self.provisioner, "process", None)
@@ -49,6 +52,7 @@ class StudyKernelManager(AsyncKernelManager):
             shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
 
 
-def for_point(run_id: str) -> type[StudyKernelManager]:
-    """The manager class papermill instantiates for point ``run_id`` (a subclass naming the point)."""
-    return type("StudyKernelManager", (StudyKernelManager,), {"point": run_id})
+def for_point(run_id: str, gpu: str | None = None) -> type[StudyKernelManager]:
+    """The manager class papermill instantiates for point ``run_id`` (a subclass naming the point and, where
+    given, the GPU its kernel sees as ``cuda:0``)."""
+    return type("StudyKernelManager", (StudyKernelManager,), {"point": run_id, "gpu": gpu})

@@ -104,7 +104,9 @@ def register(sub) -> None:
                        description="Expand a studies/*.yaml grid, execute its notebook once per point into "
                                    "<results>/<study>/<run_id>/, skip finished points, write summary.csv and figures.")
     p.add_argument("yaml", help="the study file, e.g. studies/toy_fig2.yaml")
-    p.add_argument("--workers", type=int, default=None, help="runs at once (default: the YAML's workers)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at once (default: the YAML's workers); with device=cuda they share the visible GPUs "
+                        "round-robin, one GPU per kernel: several small runs per GPU, memory permitting")
     p.add_argument("--backend", default="local", choices=backends.BACKENDS,
                    help="local: a pool on this machine; slurm: one job array through submitit")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; a later call collects")

@@ -68,3 +68,11 @@ def test_two_runners_with_other_values_overwrite_nothing(tmp_path):
     kept = [p for p in study.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(kept) == len(executions(tmp_path))              # every run that ran is still there
     assert not list(study.glob(".*.claim"))
+
+
+def test_an_unfinished_leftover_is_replaced_not_kept(tmp_path):
+    final = results.run_dir(tmp_path, "x01")
+    final.mkdir()
+    (final / "half").write_text("no metrics")
+    assert results.finalize(_run(results.partial_dir(tmp_path, "x01"), 2), final) is None
+    assert results.kept_aside(tmp_path) == [] and not (final / "half").exists()

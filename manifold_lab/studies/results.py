@@ -44,14 +44,17 @@ def partial_dir(study_dir: Path, run_id: str) -> Path:
 
 
 def finalize(partial: Path, final: Path) -> Path | None:
-    """Move a finished partial run folder to its final name. A folder already there (a run made with other
-    parameters, or one no longer done) is never deleted: it is kept aside as ``<run_id>.stale-<UTC time>/``
-    (:func:`kept_aside` lists them, ``--status`` shows them). Returns that folder, or None."""
+    """Move a finished partial run folder to its final name. A finished run already there (it holds
+    metrics.json: made with other parameters, or no longer done) is never deleted: it is kept aside as
+    ``<run_id>.stale-<UTC time>/`` (:func:`kept_aside` lists them, ``--status`` shows them); an unfinished
+    leftover (no metrics.json, no result) is replaced. Returns the folder kept aside, or None."""
     import time
 
     if not is_complete(partial):
         raise RuntimeError(f"{partial} has no metrics.json: the notebook did not finish the run")
     aside = None
+    if final.exists() and not is_complete(final):
+        shutil.rmtree(final)
     if final.exists():
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         aside = final.with_name(f"{final.name}{STALE_MARK}{stamp}")

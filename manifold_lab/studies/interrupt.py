@@ -18,6 +18,7 @@ process exits 130 at once.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -78,11 +79,19 @@ def sigint_stops(backend: str = "local"):
     _stop.clear()
     _state.update(count=0, backend=backend, jobs={}, active=True)
     old = signal.signal(signal.SIGINT, _on_sigint)
+    papermill_log = logging.getLogger("papermill")
+    papermill_log.addFilter(_expected_deaths)
     try:
         yield
     finally:
         _state["active"] = False
         signal.signal(signal.SIGINT, old)
+        papermill_log.removeFilter(_expected_deaths)
+
+
+def _expected_deaths(record: logging.LogRecord) -> bool:
+    """Drop papermill's "Kernel died ..." line for the kernels a Ctrl-C terminated (the message said so)."""
+    return not (_stop.is_set() and "Kernel died" in record.getMessage())
 
 
 def _say(text: str) -> None:

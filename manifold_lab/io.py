@@ -172,3 +172,35 @@ def check_writable_file(path, what: str = "--out") -> Path:
         if why or not os.access(path, os.W_OK):
             raise ConfigError(f"{what} {path}: {why or 'the file is not writable (permission denied)'}")
     return path
+
+
+_WARNED: set[str] = set()    # warning lines already printed by this process
+
+
+def warn_once(text: str) -> None:
+    """Print ``warning: <text>`` on stderr, once per process for each distinct text."""
+    import sys
+
+    if text not in _WARNED:
+        _WARNED.add(text)
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def read_json_or_warn(path, *, expect: type = dict, consequence: str = "ignored") -> Any | None:
+    """The JSON value in ``path`` if it parses as an ``expect`` (dict, list, ...); None otherwise. Never raises:
+    an absent file gives None silently; an unreadable, malformed or mistyped one gives None and one warning
+    line naming the file, the reason and ``consequence`` (e.g. "the point counts as failed"), once per process."""
+    path = Path(path)
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        msg = str(e).splitlines()[0][:120] if str(e) else "unreadable"
+        warn_once(f"{path} is damaged ({type(e).__name__}: {msg}); {consequence}")
+        return None
+    if not isinstance(value, expect):
+        warn_once(f"{path} is damaged (holds {type(value).__name__}, not {expect.__name__}); {consequence}")
+        return None
+    return value

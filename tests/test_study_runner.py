@@ -67,6 +67,8 @@ def test_runner_runs_skips_and_recovers(tmp_path, capsys):
     rep3 = run_study(changed, tmp_path, workers=1, progress=False)
     assert rep3["ran"] == [x_run] and rep3["skipped"] == []
     assert io.read_json(study / rep3["ran"][0] / "run.json")["params"]["lr"] == 0.003
+    kept = results.kept_aside(study)                      # the replaced run is kept aside, not deleted
+    assert [p.name.split(".stale-")[0] for p in kept] == [x_run] and (kept[0] / "metrics.json").is_file()
     assert run_study(changed, tmp_path, workers=1, progress=False)["skipped"] == rep3["ran"]
 
 

@@ -8,6 +8,7 @@ runner is waited for, not run again; when its owner dies, the point is run here 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -15,8 +16,17 @@ from pathlib import Path
 
 from manifold_lab import io
 from manifold_lab.checks import ConfigError
-from manifold_lab.studies import claims
-from manifold_lab.studies.execute import HELD, RAN, PointJob, last_error_line, run_point
+from manifold_lab.studies import claims, interrupt
+from manifold_lab.studies.execute import (
+    HELD,
+    RAN,
+    REFUSED,
+    STOPPED,
+    PointJob,
+    last_error_line,
+    refusal,
+    run_point,
+)
 from manifold_lab.studies.status import point_state
 
 POLL_S = 2.0
@@ -26,7 +36,7 @@ RESOURCE_DEFAULTS = {"cpus_per_task": 1, "gpus_per_node": 0, "nodes": 1, "mem_gb
 
 
 def new_report() -> dict:
-    return {"ran": [], "skipped": [], "elsewhere": [], "failed": [], "submitted": []}
+    return {"ran": [], "skipped": [], "elsewhere": [], "failed": [], "submitted": [], "interrupted": [], "refused": []}
 
 
 def _say_failed(rid: str, why: str, study_dir: Path) -> None:
@@ -34,36 +44,74 @@ def _say_failed(rid: str, why: str, study_dir: Path) -> None:
 
 
 # ---- local ------------------------------------------------------------------------------------------------
+def gpu_slots(points: list) -> list[str]:
+    """The GPUs local workers share when a point asks for ``device`` cuda: CUDA_VISIBLE_DEVICES' entries, else
+    every GPU torch sees; [] otherwise (the kernels then inherit the environment unchanged)."""
+    if not any(str(p.get("device", "")).startswith("cuda") for _, p in points):
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [g.strip() for g in visible.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def slot_gpu(slot: int, gpus: list[str]) -> str | None:
+    """The GPU of worker slot ``slot``: round-robin over ``gpus`` (None without GPUs). With W workers and G
+    GPUs, slots i, i+G, i+2G, ... share GPU i: ``--workers`` runs that many small points at once, about
+    W/G on each GPU, memory permitting."""
+    return gpus[slot % len(gpus)] if gpus else None
+
+
 def run_local(notebook: Path, study_dir: Path, points: list, *, workers: int, threads: int, bar=None) -> dict:
-    """Run ``points`` [(run_id, params)] on a pool of ``workers`` threads (each point a papermill kernel)."""
-    rep, owner = new_report(), claims.this_owner()
+    """Run ``points`` [(run_id, params)] on a pool of ``workers`` threads (each point a papermill kernel; with
+    ``device=cuda``, each worker slot's kernel sees one GPU, :func:`slot_gpu`).
+    After Ctrl-C nothing more is launched and the running points are stopped (``interrupted``)."""
+    rep, owner, gpus = new_report(), claims.this_owner(), gpu_slots(points)
     todo, held, futures = list(points), [], {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while todo or held or futures:
+            if interrupt.requested():
+                rep["interrupted"] += [rid for rid, _ in todo + held]
+                todo, held = [], []
             while todo and len(futures) < workers:
                 rid, p = todo.pop(0)
-                futures[pool.submit(run_point, notebook, study_dir, rid, p, threads=threads, owner=owner)] = (rid, p)
+                slot = min(set(range(workers)) - {s for _, _, s in futures.values()})
+                fut = pool.submit(run_point, notebook, study_dir, rid, p, threads=threads, owner=owner,
+                                  gpu=slot_gpu(slot, gpus))
+                futures[fut] = (rid, p, slot)
             if futures:
                 finished, _ = wait(futures, timeout=POLL_S, return_when=FIRST_COMPLETED)
             else:                                  # only points other runners hold: wait for them
                 finished = set()
                 time.sleep(POLL_S)
             for fut in finished:
-                rid, p = futures.pop(fut)
-                try:
-                    outcome = fut.result()
-                except Exception as e:             # keep going; report at the end
-                    rep["failed"].append(rid)
-                    _say_failed(rid, last_error_line(e), study_dir)
-                    bar and bar.update(1)
-                    continue
-                if outcome == HELD:
-                    held.append((rid, p))
-                else:
-                    rep["ran" if outcome == RAN else "elsewhere"].append(rid)
-                    bar and bar.update(1)
+                rid, p, _ = futures.pop(fut)
+                _record(fut, rid, p, rep, held, study_dir, bar)
             todo, held = _recheck(study_dir, held, rep, bar, todo)
     return rep
+
+
+def _record(fut, rid: str, p: dict, rep: dict, held: list, study_dir: Path, bar) -> None:
+    """Enter one finished point's outcome in the report (HELD points go back to ``held``)."""
+    try:
+        outcome = fut.result()
+    except Exception as e:                     # keep going; report at the end
+        rep["failed"].append(rid)
+        _say_failed(rid, last_error_line(e), study_dir)
+        bar and bar.update(1)
+        return
+    if outcome == HELD:
+        held.append((rid, p))
+    elif outcome == STOPPED:
+        rep["interrupted"].append(rid)
+    elif outcome == REFUSED:
+        rep["refused"].append(rid)
+        print(refusal(study_dir, rid, p) or f"refused {rid}: held with other parameter values", file=sys.stderr)
+    else:
+        rep["ran" if outcome == RAN else "elsewhere"].append(rid)
+        bar and bar.update(1)
 
 
 def _recheck(study_dir: Path, held: list, rep: dict, bar, todo: list) -> tuple[list, list]:
@@ -120,7 +168,12 @@ def submit_slurm(notebook: Path, study_dir: Path, name: str, points: list, *, wo
     Returns (submitted points, points held by other live owners)."""
     owner, mine, held = claims.this_owner(), [], []
     for rid, p in points:
-        (mine if claims.try_claim(study_dir, rid, owner) else held).append((rid, p))
+        if claims.try_claim(study_dir, rid, owner, p):
+            mine.append((rid, p))
+        elif (line := refusal(study_dir, rid, p)):
+            print(line, file=sys.stderr)                   # not waited for, not overwritten
+        else:
+            held.append((rid, p))
     if not mine:
         return [], held
     job = PointJob(str(notebook), str(study_dir), threads=resources["cpus_per_task"], claim_token=owner["token"])
@@ -133,18 +186,23 @@ def submit_slurm(notebook: Path, study_dir: Path, name: str, points: list, *, wo
     for j, (rid, _) in zip(jobs, mine):
         claims.assign_job(study_dir, rid, owner, j.job_id)
     claims.forget_queue()
+    interrupt.slurm_submitted({rid: j.job_id for j, (rid, _) in zip(jobs, mine)})
     log = Path(study_dir) / ".slurm" / "submitted.json"
-    old = io.read_json(log) if log.is_file() else []
+    old = io.read_json_or_warn(log, expect=list, consequence="a new log is started") or []
     io.write_json(log, old + [{"time": time.time(), "jobs": {rid: j.job_id for j, (rid, _) in zip(jobs, mine)}}])
     print(f"submitted {len(mine)} point(s) as SLURM job array {jobs[0].job_id.split('_')[0]}", flush=True)
     return mine, held
 
 
 def wait_slurm(study_dir: Path, submitted: list, held: list, rep: dict, bar=None) -> dict:
-    """Wait until every submitted or held point is done, failed, or lost its owner (a cancelled job)."""
+    """Wait until every submitted or held point is done, failed, or lost its owner (a cancelled job); after
+    Ctrl-C, stop waiting (the jobs keep running; the points left are ``interrupted``)."""
     ours = {rid for rid, _ in submitted}
     waiting = list(submitted) + list(held)
     while waiting:
+        if interrupt.requested():
+            rep["interrupted"] += [rid for rid, _ in waiting]
+            break
         still = []
         for rid, p in waiting:
             st = point_state(study_dir, rid, p)
@@ -158,6 +216,6 @@ def wait_slurm(study_dir: Path, submitted: list, held: list, rep: dict, bar=None
                 _say_failed(rid, st.detail or st.kind, study_dir)
             bar and bar.update(1)
         waiting = still
-        if waiting:
+        if waiting and not interrupt.requested():
             time.sleep(POLL_S)
     return rep

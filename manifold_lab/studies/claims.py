@@ -2,13 +2,17 @@
 beside a SLURM array, a requeued job) never run the same point or touch each other's partial folders.
 
 A claim is the file ``<study>/.<run_id>.claim``, JSON: the owner (a random token, host, pid and the pid's
-start time, the SLURM job id if any) and ``since``. Its mtime is the heartbeat: the owner touches it every
+start time, the SLURM job id if any), ``since`` and the point's parameter values (``params``), so a runner
+asked for other values refuses a point another runner holds alive (:func:`params_conflict`) instead of
+overwriting it. Its mtime is the heartbeat: the owner touches it every
 :data:`HEARTBEAT_S` seconds while the point runs. A claim is created with ``O_CREAT | O_EXCL``, so exactly
 one creator wins. It is **dead** when
 
 * its SLURM job is no longer in the queue (``squeue``), or else
 * its process is gone (same host: no such pid, or a pid with another start time), or else
-* its heartbeat is older than :data:`STALE_S` (another host, or a hung owner).
+* its heartbeat is older than :data:`STALE_S` (another host, or a hung owner), or
+* it is empty or not a JSON mapping (damaged) and older than :data:`WRITE_GRACE_S` (its creator writes it
+  right after creating it; one warning line names the file).
 
 A dead claim is taken over under an exclusive lock on ``<study>/.claims.lock`` (re-read, check dead,
 remove, create anew), so two runners never take over the same claim. A live claim is never touched.
@@ -28,6 +32,7 @@ from pathlib import Path
 
 HEARTBEAT_S = 15.0      # the owner touches its claim this often
 STALE_S = 120.0         # a claim untouched this long is dead (used where no pid or job can be checked)
+WRITE_GRACE_S = 5.0     # an empty or damaged claim this old is dead (a new claim is written at once)
 ALIVE_STATES = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED", "RESIZING",
                 "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT"}
 
@@ -61,17 +66,22 @@ def this_owner(job_id: str | None = None) -> dict:
 
 
 def read_claim(path: Path) -> dict | None:
-    """The claim at ``path`` plus its heartbeat time (``mtime``); {} while it is being written; None if absent."""
+    """The claim at ``path`` plus its heartbeat time (``mtime``); None if absent. An empty, unreadable or
+    malformed claim (being written, or damaged) reads as ``{"damaged": why, "mtime": ...}``. Never raises."""
     try:
         mtime = path.stat().st_mtime
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        return {"damaged": f"unreadable: {type(e).__name__}", "mtime": 0.0, "path": str(path)}
     try:
         info = json.loads(text)
-    except json.JSONDecodeError:
-        info = {}
-    return {**info, "mtime": mtime} if isinstance(info, dict) else {"mtime": mtime}
+    except ValueError:
+        return {"damaged": "empty" if not text.strip() else "not JSON", "mtime": mtime, "path": str(path)}
+    if not isinstance(info, dict):
+        return {"damaged": "not a mapping", "mtime": mtime, "path": str(path)}
+    return {**info, "mtime": mtime}
 
 
 # ---- liveness --------------------------------------------------------------------------------------------
@@ -110,6 +120,14 @@ def job_alive(job_id: str) -> bool | None:
 def is_alive(info: dict, now: float | None = None) -> bool:
     """Whether the owner of a claim (as read by :func:`read_claim`) is still at work."""
     now = time.time() if now is None else now
+    if info.get("damaged"):
+        if now - info.get("mtime", 0.0) < WRITE_GRACE_S:
+            return True                                    # probably still being written
+        from manifold_lab.io import warn_once
+
+        warn_once(f"claim {info.get('path', '?')} is damaged ({info['damaged']}); treated as dead (its point is "
+                  "free to run)")
+        return False
     if info.get("job_id"):
         alive = job_alive(info["job_id"])
         if alive is not None:
@@ -136,21 +154,33 @@ def _takeover_lock(study_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _create(path: Path, owner: dict) -> bool:
+def _create(path: Path, owner: dict, params: dict | None = None) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as f:
-        json.dump({**owner, "since": time.time()}, f)
+        json.dump({**owner, "since": time.time(), **({"params": params} if params is not None else {})}, f,
+                  default=str)
     return True
 
 
-def try_claim(study_dir: Path, run_id: str, owner: dict) -> bool:
-    """Claim a point for ``owner``: True if it is now ``owner``'s (new, already its own, or taken over from
-    a dead owner), False if another owner holds it alive."""
+def params_conflict(info: dict | None, params: dict | None) -> str:
+    """'' if a claim (as read) was made for ``params`` (or records none); else the differing values, e.g.
+    "lr: 0.01 there, 0.003 here"."""
+    theirs = (info or {}).get("params")
+    if params is None or not isinstance(theirs, dict):
+        return ""
+    ours = json.loads(json.dumps(params, default=str))
+    diff = [k for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)]
+    return "; ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in diff[:3])
+
+
+def try_claim(study_dir: Path, run_id: str, owner: dict, params: dict | None = None) -> bool:
+    """Claim a point for ``owner`` (recording ``params``, its parameter values): True if it is now
+    ``owner``'s (new, already its own, or taken over from a dead owner), False if another owner holds it alive."""
     path = claim_path(study_dir, run_id)
-    if _create(path, owner):
+    if _create(path, owner, params):
         return True
     with _takeover_lock(study_dir):
         info = read_claim(path)
@@ -161,7 +191,7 @@ def try_claim(study_dir: Path, run_id: str, owner: dict) -> bool:
             return False
         with contextlib.suppress(FileNotFoundError):
             path.unlink()                                  # dead: taken over
-        return _create(path, owner)
+        return _create(path, owner, params)
 
 
 def rewrite(path: Path, info: dict) -> None:

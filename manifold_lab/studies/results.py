@@ -141,13 +141,36 @@ def partial_dir(study_dir: Path, run_id: str) -> Path:
     return Path(study_dir) / f".{run_id}.partial"
 
 
-def finalize(partial: Path, final: Path) -> None:
-    """Move a finished partial run folder to its final name (replacing an unfinished leftover)."""
+def finalize(partial: Path, final: Path) -> Path | None:
+    """Move a finished partial run folder to its final name. A finished run already there (it holds
+    metrics.json: made with other parameters, or no longer done) is never deleted: it is kept aside as
+    ``<run_id>.stale-<UTC time>/`` (:func:`kept_aside` lists them, ``--status`` shows them); an unfinished
+    leftover (no metrics.json, no result) is replaced. Returns the folder kept aside, or None."""
+    import time
+
     if not is_complete(partial):
         raise RuntimeError(f"{partial} has no metrics.json: the notebook did not finish the run")
-    if final.exists():
+    aside = None
+    if final.exists() and not is_complete(final):
         shutil.rmtree(final)
+    if final.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        aside = final.with_name(f"{final.name}{STALE_MARK}{stamp}")
+        n = 1
+        while aside.exists():
+            aside, n = final.with_name(f"{final.name}{STALE_MARK}{stamp}-{n}"), n + 1
+        shutil.move(final, aside)              # a rename: the same folder
     partial.rename(final)
+    return aside
+
+
+STALE_MARK = ".stale-"      # <run_id>.stale-YYYYmmdd-HHMMSS: a replaced run folder, kept
+
+
+def kept_aside(study_dir: Path) -> list[Path]:
+    """The run folders finalize kept aside (``<run_id>.stale-<time>``), sorted by name."""
+    study_dir = Path(study_dir)
+    return sorted(p for p in study_dir.glob(f"*{STALE_MARK}*") if p.is_dir()) if study_dir.is_dir() else []
 
 
 def _flat(values: dict[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from pathlib import Path
 from manifold_lab import io
 from manifold_lab.checks import ConfigError, check_choice
 from manifold_lab.config import check_types, config_from_values, defaults
-from manifold_lab.studies import backends, results
+from manifold_lab.studies import backends, interrupt, results
 from manifold_lab.studies.spec import RUNNER_PARAMS, StudySpec, check_against_notebook, load_study
-from manifold_lab.studies.status import format_status, study_status
+from manifold_lab.studies.status import format_kept_aside, format_status, study_status
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -194,12 +194,16 @@ def register(sub) -> None:
                        description="Expand a studies/*.yaml grid, execute its notebook once per point into "
                                    "<results>/<study>/<run_id>/, skip finished points, write summary.csv and figures.")
     p.add_argument("yaml", help="the study file, e.g. studies/toy_fig2.yaml")
-    p.add_argument("--workers", type=int, default=None, help="runs at once (default: the YAML's workers)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs at once (default: the YAML's workers); with device=cuda they share the visible GPUs "
+                        "round-robin, one GPU per kernel: several small runs per GPU, memory permitting")
     p.add_argument("--backend", default="local", choices=backends.BACKENDS,
                    help="local: a pool on this machine; slurm: one job array through submitit")
     p.add_argument("--no-wait", action="store_true", help="slurm: submit and return; a later call collects")
     p.add_argument("--status", action="store_true", help="one line per point (done, pending, running, queued, "
                    "failed, stale); writes the summary and figures of what is finished")
+    p.add_argument("--plan", action="store_true", help="run nothing: print the points to run, the expected time "
+                   "per point and in all (from recorded times, scaled by this machine's matmul rate) and the device")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter (YAML value); on a grid key it replaces the list, e.g. seed=[0,1,2]")
     p.add_argument("--results-dir", default="results", help="where <study>/ is written")
@@ -210,6 +214,8 @@ def register(sub) -> None:
 
 
 def _main(args) -> int:
+    if args.workers is not None and args.workers < 1:      # checked before anything is read or created
+        raise ConfigError(f"--workers must be a positive integer (runs at once), got {args.workers}")
     spec = load_study(args.yaml)
     spec.override(args.overrides)
     if args.figures_only:
@@ -221,16 +227,41 @@ def _main(args) -> int:
         paths = render_figures(spec, pd.read_csv(study_dir / "summary.csv"), study_dir)
         print("\n".join(str(p) for p in paths))
         return 0
+    if args.plan:                                         # reads only: runs and writes nothing
+        from manifold_lab.studies.plan import plan
+
+        check_against_notebook(spec)
+        print(plan(spec, args.results_dir, workers=args.workers, backend=args.backend)[0])
+        return 0
     if args.status:
         points = checked_points(spec)
         study_dir = Path(args.results_dir) / spec.study
         print(format_status(study_status(study_dir, points)))
-        collect(spec, study_dir, points)
+        if format_kept_aside(study_dir):
+            print(format_kept_aside(study_dir))
+        try:
+            collect(spec, study_dir, points)
+        except OSError as e:             # a read-only results folder: --status only needs to read
+            print(f"warning: the summary and figures were not written ({e.strerror or e}: {e.filename or study_dir})",
+                  file=sys.stderr)
         return 0
-    report = run_study(spec, args.results_dir, workers=args.workers, backend=args.backend, wait=not args.no_wait,
-                       progress=not args.no_progress)
+    with interrupt.sigint_stops(args.backend):      # Ctrl-C: stop, summarise what finished, exit 130
+        report = run_study(spec, args.results_dir, workers=args.workers, backend=args.backend,
+                           wait=not args.no_wait, progress=not args.no_progress)
+        print(_count_line(spec.study, report, args.backend))
+        if interrupt.requested():
+            hint = interrupt.scancel_hint() if args.backend == "slurm" else ""
+            print(f"interrupted by Ctrl-C: {len(report['interrupted'])} point(s) not finished"
+                  + (f"; the SLURM jobs keep running (`{hint}` cancels them)" if hint else ""), file=sys.stderr)
+            return 130
+    return 1 if report["failed"] or report.get("refused") else 0
+
+
+def _count_line(study: str, report: dict, backend: str) -> str:
     done_elsewhere = f", {len(report['elsewhere'])} done by another runner" if report["elsewhere"] else ""
-    submitted = f", submitted {len(report['submitted'])}" if args.backend == "slurm" else ""
-    print(f"study {spec.study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished{done_elsewhere}"
-          f"{submitted}, failed {len(report['failed'])} in {report['wall_s']:.0f} s -> {report['study_dir']}")
-    return 1 if report["failed"] else 0
+    submitted = f", submitted {len(report['submitted'])}" if backend == "slurm" else ""
+    stopped = f", {len(report['interrupted'])} not finished (Ctrl-C)" if report.get("interrupted") else ""
+    refused = (f", refused {len(report['refused'])} (held by another runner with other parameter values)"
+               if report.get("refused") else "")
+    return (f"study {study}: ran {len(report['ran'])}, skipped {len(report['skipped'])} finished{done_elsewhere}"
+            f"{submitted}, failed {len(report['failed'])}{refused}{stopped} in {report['wall_s']:.0f} s -> {report['study_dir']}")

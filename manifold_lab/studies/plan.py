@@ -1,0 +1,245 @@
+"""``study --plan``: what a study would run and how long it would take, without running anything.
+
+Per point the estimate comes from recorded times, nearest first:
+
+1. the point's own run folder (``run.json`` ``wall_s``, with the ``sgemm_gflops`` measured when it ran);
+2. the committed ``summary.csv`` of the study, or of another study with the same notebook: the ``wall_s``
+   metric where the notebook records it (image runs), else ``train_s + sample_s`` (toy runs) plus
+   :data:`OVERHEAD_S` for the kernel start and the metrics; the same parameters (any seed) if recorded,
+   else the nearest recorded point (the fewest and smallest parameter differences, numbers compared on a
+   log scale), scaled by the ratio of ``steps`` (``epochs``) when that differs;
+3. for a notebook nothing was recorded for, a stated assumption (:data:`ASSUMED`).
+
+Recorded times are scaled by this machine's one-thread fp32 matmul rate (:func:`sgemm_gflops`, a 0.3 s
+measurement) against the one recorded beside them. The committed summaries record no rate: for them the
+recording machine is assumed as fast as this one (the scale is printed). Recorded times were taken with the
+study's workers running at once, so the wall time is the summed time divided by the workers.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from manifold_lab import io
+from manifold_lab.studies import results
+from manifold_lab.studies.spec import StudySpec, load_study
+
+OVERHEAD_S = 5.0        # kernel start, parameters and metrics around train_s + sample_s (toy runs)
+SCALE_KEYS = ("steps", "epochs")     # time is taken as proportional to these
+# notebook -> (seconds per unit of its SCALE_KEY, key, reference units, what the assumption is)
+ASSUMED = {"imagenet_run.ipynb": (5.5 * 3600 / 200, "epochs", 200,
+                                  "assumed: 5.5 h per 200 epochs on 8 H100s (the README's JiT-B figure)"),
+           "toy_intrinsic_dim.ipynb": (3 * 60.0 / 2000, "steps", 2000,
+                                       ("assumed: three toy trainings of about 60 s per 2000 steps each "
+                                        "(toy_fig2's recorded times; this notebook records none)"))}
+
+
+_RATE_LOCK = threading.Lock()
+
+
+def sgemm_gflops() -> float:
+    """This machine's one-thread fp32 matmul rate in GFLOP/s, measured once per process (0.3 s); the runner
+    records it in each point's run.json (``sgemm_gflops``) beside its ``wall_s``."""
+    with _RATE_LOCK:
+        return _measure()
+
+
+@functools.lru_cache(maxsize=1)
+def _measure(n: int = 512, seconds: float = 0.3) -> float:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+        return 2.0 * n ** 3 * count / (time.perf_counter() - start) / 1e9
+    finally:
+        torch.set_num_threads(threads)
+
+
+def notebook_defaults(notebook: Path) -> dict:
+    """The notebook's parameter defaults that are literals (papermill's parameters cell), e.g. steps=2000."""
+    import ast
+
+    import papermill
+
+    out = {}
+    for name, info in papermill.inspect_notebook(str(notebook)).items():
+        try:
+            out[name] = ast.literal_eval(str(info.get("default")))
+        except (ValueError, SyntaxError):
+            continue
+    return {k: v for k, v in out.items() if k not in ("out_dir", "threads")}
+
+
+def _comparable(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+
+def _distance(point: dict, record: dict) -> float:
+    """0 for the same parameters (seed aside); each differing parameter adds |log ratio| (numbers) or 1."""
+    d = 0.5 * len(set(record) - set(point) - {"seed"})     # set there, the notebook's default here
+    for key, value in point.items():
+        if key == "seed":
+            continue
+        if key not in record:
+            d += 0.5
+            continue
+        a, b = _comparable(value), record[key]
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            d += abs(math.log(a / b)) if a > 0 and b > 0 else float(a != b)
+        elif str(a) != str(b):
+            d += 1.0
+    return d
+
+
+def _scale_units(point: dict, record: dict) -> float:
+    """The ratio of steps (or epochs) between the point and a record (1 when neither has them)."""
+    for key in SCALE_KEYS:
+        a, b = point.get(key), record.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b > 0:
+            return a / b
+    return 1.0
+
+
+def _summary_records(path: Path, source: str) -> list[dict]:
+    """Per run of a committed summary: its parameters and recorded seconds (``_s``), or nothing."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError):
+        io.warn_once(f"{path} cannot be read; its times are not used by --plan")
+        return []
+    out = []
+    params = [c for c in df.columns if c not in ("study", "run_id", "metric", "value")]
+    for rid, rows in df.groupby("run_id"):
+        m = dict(zip(rows["metric"], rows["value"]))
+        secs = m.get("wall_s")
+        if secs is None and "train_s" in m:
+            secs = m["train_s"] + m.get("sample_s", 0.0) + OVERHEAD_S
+        if secs is not None and math.isfinite(secs):
+            first = rows.iloc[0]
+            out.append({"params": {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in params},
+                        "_s": float(secs), "gflops": None, "source": f"{source} {rid}"})
+    return out
+
+
+def _records(spec: StudySpec, results_dir: Path, studies_dir: Path) -> list[dict]:
+    """Recorded times of the study's own summary first, then those of every study with the same notebook."""
+    names = [spec.study]
+    for y in sorted(studies_dir.glob("*.yaml")) if studies_dir.is_dir() else []:
+        try:
+            other = load_study(y)
+        except (OSError, ValueError, TypeError, yaml.YAMLError) as e:   # a broken YAML elsewhere: say, go on
+            io.warn_once(f"{y} not read for --plan ({type(e).__name__})")
+            continue
+        if other.study != spec.study and Path(other.notebook).name == Path(spec.notebook).name:
+            names.append(other.study)
+    out = []
+    for name in names:
+        path = results_dir / name / "summary.csv"
+        if path.is_file():
+            out += _summary_records(path, name)
+    return out
+
+
+def _own_run(study_dir: Path, run_id: str) -> dict | None:
+    record = io.read_json_or_warn(results.run_dir(study_dir, run_id) / "run.json", consequence="not used by --plan")
+    if record and isinstance(record.get("wall_s"), (int, float)):
+        return {"_s": float(record["wall_s"]), "gflops": record.get("sgemm_gflops"), "source": f"run.json {run_id}"}
+    return None
+
+
+def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], notebook: str,
+             here: float) -> tuple[float | None, str]:
+    """(seconds, where the figure comes from) for one point; (None, why) when nothing applies."""
+    own = _own_run(study_dir, run_id)
+    if own is None and records:
+        best = min(records, key=lambda r: _distance(point, r["params"]))
+        same = [r for r in records if _distance(point, r["params"]) == 0]
+        same = [r for r in same if r["source"].split()[0] == same[0]["source"].split()[0]]   # one study's
+        if same:
+            own = {**same[0], "_s": sum(r["_s"] for r in same) / len(same),
+                   "source": f"same point, {len(same)} recorded run(s) ({same[0]['source'].split()[0]})"}
+        else:
+            own = {**best, "_s": best["_s"] * _scale_units(point, best["params"]),
+                   "source": f"nearest recorded: {best['source']}"}
+    if own is not None:
+        scale = own["gflops"] / here if own.get("gflops") else 1.0
+        return own["_s"] * scale, own["source"]
+    if notebook in ASSUMED:
+        per, key, ref, text = ASSUMED[notebook]
+        return per * float(point.get(key, ref)), text
+    return None, "nothing recorded for this notebook"
+
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+def _device(spec: StudySpec, backend: str) -> str:
+    """The device the points ask for and what this machine has (or the SLURM resources)."""
+    devices = sorted({str(p.get("device", "cpu")) for p in spec.points()})
+    if backend == "slurm":
+        r = spec.resources
+        return (f"device {', '.join(devices)} on SLURM ({r.get('gpus_per_node', 0)} GPU(s), "
+                f"{r.get('cpus_per_task', 1)} CPU(s) per point)")
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    except OSError:
+        pass
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return (f"device {', '.join(devices)} (this machine: {cpu}, {os.cpu_count()} cores"
+            + (f", GPU: {', '.join(gpus)}" if gpus else ", no GPU") + ")")
+
+
+def plan(spec: StudySpec, results_dir: str | Path = "results", *, workers: int | None = None,
+         backend: str = "local", studies_dir: str | Path | None = None) -> tuple[str, float]:
+    """The plan's text (one line per point, a total, the scale) and the estimated wall seconds. Runs nothing
+    and writes nothing."""
+    results_dir = Path(results_dir)
+    study_dir = results_dir / spec.study
+    studies_dir = Path(studies_dir) if studies_dir else (Path(spec.source).parent if spec.source else Path("studies"))
+    points = [(spec.format_id(p), p) for p in spec.points()]
+    defaults, here = notebook_defaults(spec.notebook), sgemm_gflops()
+    records = [{**r, "params": {**defaults, **r["params"]}} for r in _records(spec, results_dir, studies_dir)]
+    lines, total, unknown, todo = [], 0.0, 0, 0
+    width = max(len(r) for r, _ in points)
+    for rid, p in points:
+        if results.is_current(results.run_dir(study_dir, rid), p):
+            lines.append(f"  {rid:<{width}}  done here")
+            continue
+        todo += 1
+        secs, source = estimate({**defaults, **p}, rid, study_dir, records, Path(spec.notebook).name, here)
+        if secs is None:
+            unknown += 1
+        total += secs or 0.0
+        lines.append(f"  {rid:<{width}}  {'?' if secs is None else '~' + _fmt(secs):>9}  {source}")
+    n = max(1, min(workers or spec.workers, todo or 1))
+    head = (f"plan for study {spec.study}: {len(points)} points, {todo} to run ({len(points) - todo} done here); "
+            f"{_device(spec, backend)}; {n} worker(s)")
+    tail = [f"total: ~{_fmt(total)} of run time for the {todo - unknown} point(s) with an estimate"
+            + (f" ({unknown} without one)" if unknown else "")
+            + f"; ~{_fmt(total / n)} of wall time with {n} at once",
+            (f"scale: this machine's one-thread fp32 sgemm {here:.0f} GFLOP/s; a time recorded with a rate is scaled "
+             "by (its rate / this one); the committed summaries record none: assumed as fast as this machine (x1.00)"),
+            "nothing was run or written (--plan)"]
+    return "\n".join([head, *lines, *tail]), total / n

@@ -1,0 +1,50 @@
+"""`study --plan`: an estimate for every committed study, from recorded times, creating nothing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_study_backends import make_study
+
+from manifold_lab import io
+from manifold_lab.cli import main
+from manifold_lab.studies import plan
+from manifold_lab.studies.spec import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree(path: Path) -> dict:
+    return {str(p): p.stat().st_mtime_ns for p in path.rglob("*")}
+
+
+@pytest.mark.parametrize("yaml", sorted(p.name for p in (ROOT / "studies").glob("*.yaml")))
+def test_plan_estimates_every_committed_study_and_writes_nothing(yaml, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    before = _tree(ROOT / "results")
+    assert main(["study", f"studies/{yaml}", "--plan"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    spec = load_study(ROOT / "studies" / yaml)
+    assert out[0].startswith(f"plan for study {spec.study}: {len(spec.points())} points") and "device" in out[0]
+    total = next(line for line in out if line.startswith("total: ~"))
+    assert "without one" not in total, total                   # every point has an estimate
+    assert len([line for line in out if line.startswith("  ")]) == len(spec.points())
+    assert _tree(ROOT / "results") == before
+
+
+def test_estimate_uses_the_same_point_then_the_nearest_scaled(tmp_path, monkeypatch):
+    spec_path = make_study(tmp_path, [1, 2, 4])
+    results_dir = tmp_path / "results"
+    rows = ["study,run_id,x,sleep_s,log,metric,value",
+            f"square,x01,1,0.0,{tmp_path / 'runs.log'},wall_s,10.0",
+            f"square,x01,1,0.0,{tmp_path / 'runs.log'},wall_s,10.0"]
+    (results_dir / "square").mkdir(parents=True)
+    (results_dir / "square" / "summary.csv").write_text("\n".join(rows) + "\n")
+    io.write_json(results_dir / "square" / "x04" / "run.json", {"wall_s": 30.0, "sgemm_gflops": 50.0})
+    monkeypatch.setattr(plan, "sgemm_gflops", lambda: 100.0)    # this machine: twice the recorded rate
+    text, wall = plan.plan(load_study(spec_path), results_dir)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
+    assert "~10 s" in lines["x01"] and "same point" in lines["x01"]
+    assert "~10 s" in lines["x02"] and "nearest recorded: square x01" in lines["x02"]
+    assert "~15 s" in lines["x04"] and "run.json x04" in lines["x04"]       # 30 s at half this rate
+    assert wall == pytest.approx((10 + 10 + 15) / 2)                           # 2 workers

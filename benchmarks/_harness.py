@@ -20,9 +20,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -43,7 +43,7 @@ def sync(device: torch.device) -> None:
 def timeit(fn: Callable[[], object], *, warmup: int = 1, min_run_time: float = 1.0) -> dict:
     """Seconds per call of ``fn()``: ``warmup`` untimed calls, then Timer.blocked_autorange. Returns
     {"median_s", "mean_s", "iqr_s", "runs" (blocks), "calls" (per block)}."""
-    from torch.utils.benchmark import Timer   # imported here: it loads cpp_extension, which warns without CUDA
+    from torch.utils.benchmark import Timer  # imported here: it loads cpp_extension, which warns without CUDA
 
     for _ in range(warmup):
         fn()

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -125,7 +125,7 @@ def small_case(name: str, batch, prec: str, comp: bool, device: torch.device) ->
         macs = count_macs(net)
         x = torch.rand(cfg.batch_size, 3, cfg.img_size, cfg.img_size, generator=torch.Generator().manual_seed(1))
         x = (x * 2 - 1).to(device)
-        batch_fn = lambda b, g: (x, None)  # noqa: E731
+        batch_fn = lambda b, g: (x, None)
     else:
         from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, sample_toy
         from manifold_lab.nets.mlp import MLP
@@ -136,7 +136,7 @@ def small_case(name: str, batch, prec: str, comp: bool, device: torch.device) ->
         den = Denoiser(pred=cfg.pred, loss=cfg.loss, t_eps=cfg.t_eps,
                        t_sampler=TimeSampler(cfg.t_sampler, cfg.p_mean, cfg.p_std))
         emb, macs = ColumnOrthogonalEmbedding(cfg.D, cfg.d, seed=cfg.proj_seed), linear_macs(net)
-        batch_fn = lambda b, g: (emb.embed(sample_toy(cfg.dist, b, cfg.d, g)), None)  # noqa: E731
+        batch_fn = lambda b, g: (emb.embed(sample_toy(cfg.dist, b, cfg.d, g)), None)
     tcfg = cfg.train_config()
     core = make_core(net, den, tcfg)
     return _stepper(core, lambda: batch_fn(tcfg.batch_size, core.generator), macs, tcfg.lr, tcfg.batch_size)

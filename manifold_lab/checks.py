@@ -1,7 +1,8 @@
 """Input checks that fail with one clear line: the bad value and what is allowed."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 class ConfigError(ValueError):

@@ -17,8 +17,9 @@ import dataclasses
 import inspect
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from manifold_lab.checks import ConfigError, check_keys
 
@@ -170,7 +171,7 @@ def load_yaml(source: str | Path, where: str | None = None) -> Any:
         where = where or str(source)
         source = source.read_text()
     try:
-        return yaml.load(source, Loader=_yaml_loader())  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(source, Loader=_yaml_loader())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""

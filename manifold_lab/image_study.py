@@ -37,8 +37,8 @@ from manifold_lab.device import PRECISIONS, autocast, check_device, resolve_devi
 from manifold_lab.metrics.features import load_feature_net
 from manifold_lab.metrics.images import ImageMetric
 from manifold_lab.nets.jit import JiT
-from manifold_lab.runs.writer import finish_run
 from manifold_lab.nets.skip import LongSkip
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import TimeSampler
 from manifold_lab.train.core import LR_SCHEDULES

@@ -18,6 +18,7 @@ on the final set), and write ``metrics.json``. What ``notebooks/imagenet_run.ipy
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -210,6 +211,8 @@ def run_imagenet_point(cfg: ImageNetPointConfig, out_dir: str | Path, *, progres
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     tcfg, resumed = (finished_config(cfg), 0) if cfg.from_run else train_point(cfg, out_dir)
+    if cfg.from_run:
+        carry_evaluated_run(cfg, out_dir)
     t1 = time.perf_counter()
     best = evaluate_point(cfg, tcfg, out_dir)
     log = read_train_log(from_run_dir(cfg) if cfg.from_run else out_dir)
@@ -219,6 +222,17 @@ def run_imagenet_point(cfg: ImageNetPointConfig, out_dir: str | Path, *, progres
     metrics |= {k: float(best[k]) for k in ("precision", "recall") if best.get(k) is not None and best[k] == best[k]}
     derived = {"cfg_scale": float(best["cfg_scale"]), "ema": str(best["ema"]), "steps": int(log.step.iloc[-1])}
     return finish_run(out_dir, cfg, metrics, kind="imagenet", derived=derived)
+
+
+def carry_evaluated_run(cfg: ImageNetPointConfig, out_dir: Path) -> None:
+    """An evaluation-only point (``from_run``) holds copies of the train_config.yaml and run/log.csv of the
+    run whose weights it evaluates (not its checkpoints), so its folder describes what was measured and
+    meets the imagenet kind's contract (manifold_lab.run_files)."""
+    src = from_run_dir(cfg)
+    for name in ("train_config.yaml", "run/log.csv"):
+        if not (src / name).is_file():
+            raise FileNotFoundError(f"from_run {cfg.from_run}: no {name} (not a finished ImageNet point)")
+        io.atomic_write(out_dir / name, lambda tmp, src_file=src / name: shutil.copyfile(src_file, tmp))
 
 
 def read_train_log(out_dir: Path):

@@ -18,9 +18,9 @@ estimators measure (sphere S^(d-1): k = d - 1; flat torus: k = d / 2 for even d;
 Files: ``dims.csv`` (quantity, pred, t, estimator, value, d, k, D, n), ``jacobian.csv`` (pred, t, i, mean /
 median / 10 % / 90 % quantile over the points of the i-th singular value divided by the largest, for the
 first ``JAC_KEEP``), ``jac_counts.csv`` (pred, t, point, count), ``config.json`` (``derived``: ``k``),
-``metrics.json`` (flat: ``id_<est>_<x|eps|v>``, ``id_<est>_z_t<t>``, ``id_<est>_samples_<pred>``, ``id_<est>_samples_proj_<pred>``,
-``jac_count_<pred>_t<t>`` (the
-median over the points), ``jac_count_mean_<pred>_t<t>``, ``nn_dist_<pred>``), written last.
+``metrics.json`` (flat: ``id_<est>_<x|eps|v>``, ``id_<est>_z_t<t>``, ``id_<est>_samples_<pred>``,
+``id_<est>_samples_proj_<pred>``, ``jac_count_<pred>_t<t>`` (the median over the points),
+``jac_count_mean_<pred>_t<t>``, ``nn_dist_<pred>``), written last.
 """
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ import torch
 from manifold_lab import io, seeds
 from manifold_lab.checks import ConfigError
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, sample_toy
-from manifold_lab.runs.writer import finish_run
 from manifold_lab.metrics.memorisation import memorisation_metrics
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.toy import ToyConfig, run_toy
 
 

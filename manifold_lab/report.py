@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from manifold_lab import explore, io, paths
+from manifold_lab import explore, io, paper, paths
 
-ORDER = ("toy_fig2", "toy_pred_loss", "image_pred_loss", "image_width", "image_patch", "image_bottleneck",
-         "image_noise_shift", "toy_phase", "toy_phase_long", "toy_intrinsic_dim", "toy_memorisation")
+ORDER = ("toy_fig2", "toy_pred_loss", "toy_preconditioner", "image_pred_loss", "image_width", "image_patch",
+         "image_bottleneck", "image_noise_shift", "toy_phase", "toy_phase_long", "toy_intrinsic_dim",
+         "image_intrinsic_dim", "toy_memorisation")
 
 
 def fmt(x) -> str:
@@ -130,7 +131,26 @@ def gallery(results_dir=None) -> str:
             body.append(section(s, results_dir))
         except Exception as e:  # noqa: BLE001 - one unreadable study must not cost the gallery of the others
             body.append(f"## {s}\n\ncould not summarise: {type(e).__name__}: {e}\n")
-    return "\n".join(head) + "\n\n" + "\n".join(body) + analyses(results_dir, set(studies))
+    return ("\n".join(head) + "\n\n" + paper_map(set(studies)) + "\n" + "\n".join(body)
+            + analyses(results_dir, set(studies)))
+
+
+def paper_map(studies: set[str]) -> str:
+    """The paper, item by item (manifold_lab.paper.PAPER_MAP): the laptop-scale study (linked where it has
+    results here), the full-scale cluster study and its expected cost, or why a side has none."""
+    def cpu(s):
+        return "" if s is None else (f"[`{s}`](#{s})" if s in studies else f"`{s}` (not run here)")
+    lines = ["## The paper, item by item", "",
+             "Every numbered figure and table of the paper and the study that regenerates it: on a laptop, and as "
+             "a cluster study (`python -m manifold_lab study studies/<study>.yaml --backend slurm --set "
+             "data_path=TRAIN`) with its expected cost on 8 H100 (`manifold_lab.cost`: JiT-B/16 from a measured "
+             "rate, the others estimates).", "",
+             "| item | what | laptop study | cluster study | expected cost, or why no study |", "|---|---|---|---|---|"]
+    for row in paper.PAPER_MAP:
+        full = f"`{row['full']}`" if row["full"] else ""
+        note = "; ".join(x for x in (row["cost"], row.get("none") or "") if x)
+        lines.append(f"| {row['item']} | {row['what']} | {cpu(row['cpu'])} | {full} | {note} |")
+    return "\n".join(lines) + "\n"
 
 
 def analyses(results_dir, studies: set[str]) -> str:

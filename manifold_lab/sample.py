@@ -8,8 +8,8 @@ Classifier-free guidance mixes conditional and unconditional velocities only for
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -133,7 +133,7 @@ def generate(denoiser, net, shape, *, y: torch.Tensor | None = None, steps: int 
     """Draw samples of ``shape`` (B, ...): noise from the denoiser, then the ODE. y: (B,) or None."""
     z0 = denoiser.noise(shape, device=device, generator=generator)
     if y is None:
-        fn = lambda z, t: denoiser.velocity(net, z, t)  # noqa: E731
+        fn = lambda z, t: denoiser.velocity(net, z, t)
     else:
         fn = guided_velocity(denoiser, net, y, cfg_scale=cfg_scale, interval=interval)
     return sample_ode(fn, z0, steps=steps, solver=solver, progress=progress)

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from manifold_lab import io, param, seeds
+from manifold_lab import param, seeds
 from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.config import check_numbers
 from manifold_lab.data.manifold import ColumnOrthogonalEmbedding, check_dist, sample_toy
@@ -56,8 +56,8 @@ from manifold_lab.denoiser import Denoiser
 from manifold_lab.device import PRECISIONS, autocast, check_device, resolve_device
 from manifold_lab.metrics.manifold import toy_metrics
 from manifold_lab.nets.mlp import MLP
-from manifold_lab.runs.writer import finish_run
 from manifold_lab.nets.skip import LongSkip
+from manifold_lab.runs.writer import finish_run
 from manifold_lab.sample import SOLVERS, generate
 from manifold_lab.schedule import T_SAMPLERS, TimeSampler
 from manifold_lab.train.core import LR_SCHEDULES

@@ -7,7 +7,7 @@ from manifold_lab.data.synthetic import make_image_folder
 
 __all__ = ["TINY_MODEL_ARGS", "make_image_folder", "tiny_overrides"]
 
-from tiny_jit import TINY_MODEL_ARGS  # noqa: F401  (the tiny JiT, defined once; imported from here by the tests)
+from tiny_jit import TINY_MODEL_ARGS
 
 
 def tiny_overrides(data: Path, out: Path, **extra) -> dict:

@@ -38,9 +38,9 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 __all__ = [
     "SlurmStartError",
@@ -71,7 +71,7 @@ TAG_VAR = "MANIFOLD_LAB_LOCAL_SLURM_TAG"  # marks processes spawned by our daemo
 
 # Settings that make a one-node test cluster snappy.  Any of them can be
 # overridden through local_slurm(..., extra_conf={...}).
-DEFAULT_CONF: Dict[str, str] = {
+DEFAULT_CONF: dict[str, str] = {
     "ClusterName": "manifoldlab",
     "AuthType": "auth/munge",
     "CredType": "cred/munge",
@@ -115,17 +115,17 @@ class SlurmStartError(RuntimeError):
     """The local cluster could not be started (the message has log tails)."""
 
 
-def _which(name: str) -> Optional[str]:
+def _which(name: str) -> str | None:
     # daemons live in /usr/sbin, which is not always on a non-root PATH
     path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin:/usr/local/sbin"
     return shutil.which(name, path=path)
 
 
-def _missing_binaries() -> List[str]:
+def _missing_binaries() -> list[str]:
     return [b for b in REQUIRED_BINARIES if _which(b) is None]
 
 
-def slurm_available() -> Tuple[bool, str]:
+def slurm_available() -> tuple[bool, str]:
     """Whether local_slurm() can run here, and if not, why (for pytest.skip)."""
     if not os.name == "posix" or not Path("/proc").is_dir():
         return False, "local SLURM needs Linux"
@@ -184,7 +184,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
+    except (OSError, AttributeError):  # not Linux: the daemons are stopped by the fixture only
         pass
 
 
@@ -197,13 +197,13 @@ def _wait_until(pred, timeout: float, every: float = 0.1) -> bool:
     return True
 
 
-def _kill(pids: List[int]) -> None:
+def _kill(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
 
-def _tagged_pids(tag: str, steps: bool = True) -> List[int]:
+def _tagged_pids(tag: str, steps: bool = True) -> list[int]:
     """Pids of live processes whose environment carries our tag.
 
     Only slurmstepd (if steps) and job processes (SLURM_JOB_ID in their
@@ -254,10 +254,10 @@ class LocalSlurm:
     tag: str
     started_munge: bool = False
     startup_s: float = 0.0
-    procs: Dict[str, subprocess.Popen] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
-    def env(self) -> Dict[str, str]:
+    def env(self) -> dict[str, str]:
         """Environment for subprocesses that talk to this cluster."""
         env = dict(os.environ)
         env["SLURM_CONF"] = str(self.conf)
@@ -267,16 +267,16 @@ class LocalSlurm:
         """Run a SLURM client command (sbatch, squeue, ...) against this cluster."""
         return subprocess.run(
             list(args), env=self.env, check=check, timeout=timeout,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            capture_output=True, text=True,
         )
 
-    def job_state(self, job_id: Union[int, str]) -> Optional[str]:
+    def job_state(self, job_id: int | str) -> str | None:
         """SLURM state of a job (PENDING, RUNNING, COMPLETED, ...), None once purged."""
         r = self.run("squeue", "-h", "-t", "all", "-j", str(job_id), "-o", "%T", check=False)
         states = r.stdout.split()
         return states[0] if r.returncode == 0 and states else None
 
-    def wait_job(self, job_id: Union[int, str], timeout: float = 120) -> str:
+    def wait_job(self, job_id: int | str, timeout: float = 120) -> str:
         """Poll until the job has left PENDING/RUNNING/...; return its final state.
 
         Faster than ``sbatch --wait`` (which polls every ~10 s).  Returns
@@ -295,12 +295,12 @@ class LocalSlurm:
                 raise TimeoutError(f"job {job_id} still {state} after {timeout}s\n{self.logs()}")
             time.sleep(0.1)
 
-    def leftover_pids(self) -> List[int]:
+    def leftover_pids(self) -> list[int]:
         """Processes of this cluster still alive (daemons, slurmstepd, jobs); [] after exit."""
         pids = [p.pid for p in self.procs.values() if p.poll() is None]
         return pids + _tagged_pids(self.tag)
 
-    def queued_job_ids(self) -> List[str]:
+    def queued_job_ids(self) -> list[str]:
         r = self.run("squeue", "-h", "-o", "%i", check=False)
         return r.stdout.split() if r.returncode == 0 else []
 
@@ -325,7 +325,7 @@ class LocalSlurm:
 
 def _write_conf(c: LocalSlurm, state: Path, spool: Path, extra: Mapping[str, object]) -> None:
     h = c.hostname
-    conf: Dict[str, str] = {
+    conf: dict[str, str] = {
         "SlurmctldHost": f"{h}(127.0.0.1)",
         "SlurmUser": "root",
         "SlurmdUser": "root",
@@ -360,11 +360,11 @@ def _default_mem_mb() -> int:
 
 @contextlib.contextmanager
 def local_slurm(
-    tmp_dir: Union[str, os.PathLike],
-    cpus: Optional[int] = None,
-    mem_mb: Optional[int] = None,
+    tmp_dir: str | os.PathLike,
+    cpus: int | None = None,
+    mem_mb: int | None = None,
     *,
-    extra_conf: Optional[Mapping[str, object]] = None,
+    extra_conf: Mapping[str, object] | None = None,
     start_timeout: float = 30.0,
     stop_timeout: float = 20.0,
     clear_state: bool = False,
@@ -396,7 +396,7 @@ def local_slurm(
         d.mkdir(exist_ok=True)
     # slurmd puts unix sockets (<host>_<jobid>.<step>) in its spool dir: keep
     # the path short (sun_path is 108 bytes) when tmp_dir is deep.
-    short_spool: Optional[str] = None
+    short_spool: str | None = None
     if len(str(root)) > 50:
         short_spool = tempfile.mkdtemp(prefix="mlslurmd-", dir="/tmp")
         spool = Path(short_spool)
@@ -525,3 +525,25 @@ def _shutdown(c: LocalSlurm, timeout: float) -> None:
     munged = c.procs.get("munged")
     if munged is not None:
         _stop_popen(munged, 0.0)  # SIGTERM right away, then SIGKILL
+
+
+# ---- for the study tests ------------------------------------------------------------------------------
+# `study` flags that send a study to the local cluster with small limits
+STUDY_SLURM_FLAGS = ["--backend", "slurm", "--set", "resources.timeout_min=10", "--set", "resources.mem_gb=0.5"]
+
+
+def cluster_fixture(cpus: int):
+    """A module-scoped pytest fixture ``cluster``: a local SLURM with ``cpus`` CPUs for the module's tests
+    (skipped with the reason where SLURM cannot run here); no process of it is left afterwards."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def cluster(tmp_path_factory):
+        ok, reason = slurm_available()
+        if not ok:
+            pytest.skip(reason)
+        with local_slurm(tmp_path_factory.mktemp("slurm"), cpus=cpus) as c:
+            yield c
+        assert c.leftover_pids() == []
+
+    return cluster

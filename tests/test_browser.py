@@ -62,10 +62,11 @@ def lab(tmp_path_factory):
     _tools()
     work = tmp_path_factory.mktemp("lab")
     (work / "notebooks").mkdir()
+    (work / "studies").symlink_to(ROOT / "studies")      # a project root: notebooks/ beside studies/
     port = _free_port()
     env = {**os.environ, "MANIFOLD_LAB_ROOT": str(work), "PYTHONPATH": f"{ROOT}{os.pathsep}"
            f"{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1", "JUPYTER_CONFIG_DIR": str(work / "cfg")}
-    log = open(work / "lab.log", "w")  # noqa: SIM115 - the server writes to it until the fixture ends
+    log = open(work / "lab.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
                              "--ServerApp.ip=127.0.0.1", "--allow-root", f"--IdentityProvider.token={TOKEN}",
                              f"--ServerApp.root_dir={work / 'notebooks'}", "--LabApp.expose_app_in_browser=True",

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
+from PIL import Image
 
 from manifold_lab.checks import ConfigError
 from manifold_lab.cli import main

@@ -34,9 +34,10 @@ def test_derived_settings_written_as_metric_rows_become_columns():
     """Summaries written before the run contract held token_dim etc. as metric rows; tidy makes them columns."""
     cols = explore.load_summary("image_pred_loss", RESULTS)
     one = cols[cols.run_id == cols.run_id.iloc[0]]
-    old = pd.concat([one.drop(columns=["token_dim", "img_size", "params"]),
-                     *(one.iloc[:1].drop(columns=["token_dim", "img_size", "params"]).assign(metric=m, value=float(one[m].iloc[0]))
-                       for m in ("token_dim", "img_size", "params"))], ignore_index=True)
+    derived = ["token_dim", "img_size", "params"]
+    old = pd.concat([one.drop(columns=derived),
+                     *(one.iloc[:1].drop(columns=derived).assign(metric=m, value=float(one[m].iloc[0]))
+                       for m in derived)], ignore_index=True)
     back = explore.tidy(old)
     assert not back["metric"].isin(explore.DERIVED_SETTINGS).any() and len(back) == len(one)
     assert (back["token_dim"] == one["token_dim"].iloc[0]).all()

@@ -4,13 +4,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from imagenet_helpers import make_image_folder, tiny_overrides
 from PIL import Image
 
-from imagenet_helpers import make_image_folder, tiny_overrides
-
-from manifold_lab.data.imagefolder import (BadImageError, ImageFolderDataset, ResumableDistributedSampler,
-                                           center_crop_arr, collate_skip_none, random_flip, to_model_range,
-                                           to_uint8)
+from manifold_lab.data.imagefolder import (
+    BadImageError,
+    ImageFolderDataset,
+    ResumableDistributedSampler,
+    center_crop_arr,
+    collate_skip_none,
+    random_flip,
+    to_model_range,
+    to_uint8,
+)
 
 
 def test_center_crop_arr_box_halving_then_bicubic():

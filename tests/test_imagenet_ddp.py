@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from imagenet_helpers import make_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,14 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from imagenet_helpers import make_image_folder, tiny_overrides
+from PIL import Image
 
 from manifold_lab.data.imagefolder import load_image
 from manifold_lab.evaluate import fid as fid_mod
-from manifold_lab.evaluate.generate import (class_balanced_labels, generate_samples,
-                                            load_for_sampling, rank_range)
+from manifold_lab.evaluate.generate import class_balanced_labels, generate_samples, load_for_sampling, rank_range
 from manifold_lab.sample import SamplingConfig
 from manifold_lab.train.config import load_config
 from manifold_lab.train.imagenet import train

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from imagenet_helpers import make_image_folder
 
 from manifold_lab.cli import main
@@ -58,7 +57,8 @@ def scale_point(data, tmp_path_factory):
 def test_finished_point_evaluated_again_shrunken(name, scale_point, data, tmp_path, monkeypatch):
     study_dir = run_shrunken(name, FROM_RUN[name](scale_point), data, tmp_path, monkeypatch)
     run = next(p for p in study_dir.iterdir() if (p / "metrics.json").is_file())
-    assert not (run / "run").exists()                                         # evaluated, not trained
+    assert not list((run / "run").glob("*.pth"))                              # evaluated, not trained:
+    assert (run / "run" / "log.csv").read_bytes() == (scale_point / "run" / "log.csv").read_bytes()  # its log
     if name == "imagenet_cross_res":
         assert json.loads((run / "config.json").read_text())["eval_size"] == 8
         assert list((tmp_path / "cache").glob("fid_refs/*-px8-tiny.npz"))     # measured against an 8 px reference
@@ -88,7 +88,7 @@ def run_shrunken(name, sets, data, tmp_path, monkeypatch) -> Path:
     sweep = pd.read_csv(run / "sweep" / "sweep.csv")
     assert len(sweep[sweep.stage == "search"]) == 4 and len(sweep[sweep.stage == "final"]) == 1
     best = json.loads((run / "sweep" / "best.json").read_text())
-    assert row["cfg_scale"] == best["final"]["cfg"] and m["fid"] == pytest.approx(best["final"]["fid"])
+    assert row["cfg_scale"] == best["final"]["cfg_scale"] and m["fid"] == pytest.approx(best["final"]["fid"])
     for fig in spec.figures:
         assert (study_dir / f"fig_{fig}.png").stat().st_size > 10_000
     if name == "imagenet_ablation":

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
 
 from manifold_lab.checks import ConfigError
 from manifold_lab.train import checkpoint as ckpt_mod
-from manifold_lab.train.config import load_config
 from manifold_lab.train.build import build_model
+from manifold_lab.train.config import load_config
 from manifold_lab.train.core import LRSchedule
 from manifold_lab.train.imagenet import read_log, train
 

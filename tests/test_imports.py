@@ -3,11 +3,12 @@ and fail on a cycle or on a module importing from a higher layer.
 
 The layers, lowest first; a module may import its own layer and the ones below it:
 
-0 ground   checks, io, paper, cost, paths, run_files, seeds   errors, atomic files, the paper's numbers and costs, roots, the run-folder schema, seeds
+0 ground   checks, io, paper, cost, paths,          errors, atomic files, the paper's numbers and costs, roots,
+           run_files, seeds                       the run-folder schema, seeds
 1 core     param, schedule, device, config, nets/, data/    the algebra, samplers, networks, data
 2          denoiser, sample, metrics/, plots/     the objective, ODE sampling, measurements, drawing
 3          train/, evaluate/                      the training core and its entries; sampling, FID, sweeps
-4 runs     toy, image_study, intrinsic, memorisation, imagenet_study, runs/ (and a runs module)
+4 runs     toy, image_study, image_id, intrinsic, memorisation, imagenet_study, runs/
 5          studies/, bridge, explore, report     the runner, backends, summary; analyses and views over results
 6          cli, __main__                          commands
 """

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_jit import TINY_JIT
 from torch.utils.flop_counter import FlopCounterMode
 
 from manifold_lab.checks import ConfigError
@@ -10,7 +11,6 @@ from manifold_lab.nets.jit import JiT, JiT_models, build_jit
 from manifold_lab.nets.layers import attention_math, sincos_pos_embed_2d
 from manifold_lab.nets.macs import count_macs, count_params
 from manifold_lab.nets.rope import apply_rope, rope_tables
-from tiny_jit import TINY_JIT
 
 # paper (Table 5/6 text, reference §1.1): trainable params in M and "Gflops" (= MACs) per image
 PAPER = {

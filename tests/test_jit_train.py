@@ -5,13 +5,13 @@ import math
 
 import pytest
 import torch
+from tiny_jit import TINY_JIT
 
 from manifold_lab.denoiser import Denoiser
 from manifold_lab.nets.jit import JiT
 from manifold_lab.param import TARGETS
 from manifold_lab.sample import generate, guided_velocity
 from manifold_lab.train.loop import TrainConfig, train
-from tiny_jit import TINY_JIT
 
 TINY = TINY_JIT
 NUM_CLASSES = TINY["num_classes"]

@@ -1,9 +1,9 @@
 """environment.yml and pyproject.toml pin the same versions; every notebook is thin and parameterised."""
 import json
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,12 +37,7 @@ def test_mapped_study_loads_and_draws(study, monkeypatch):
 
 def test_full_scale_studies_run_shrunken_in_the_tests():
     """Each full-scale study of the map is one of those tests/test_imagenet_studies.py runs shrunken."""
-    import importlib.util
-    import sys
+    import test_imagenet_studies as mod  # tests/ is on the path (pytest's rootdir insertion)
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    spec = importlib.util.spec_from_file_location("t_in", ROOT / "tests" / "test_imagenet_studies.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     shrunken = set(mod.SHRINK) | set(mod.FROM_RUN) | {"imagenet_scale"}   # imagenet_scale: the scale_point fixture
     assert {r["full"] for r in PAPER_MAP if r["full"]} <= shrunken

@@ -2,20 +2,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from imagenet_helpers import make_image_folder
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_helpers import make_image_folder  # noqa: E402
-
-from manifold_lab.checks import ConfigError  # noqa: E402
-from manifold_lab.cli import main  # noqa: E402
-from manifold_lab.data.imagefolder import load_image  # noqa: E402
-from manifold_lab.evaluate.prc import load_ref_features, precision_recall  # noqa: E402
+from manifold_lab.checks import ConfigError
+from manifold_lab.cli import main
+from manifold_lab.data.imagefolder import load_image
+from manifold_lab.evaluate.prc import load_ref_features, precision_recall
 
 
 def _cloud(n, d=8, shift=0.0, seed=0):

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
 
 from manifold_lab.checks import ConfigError

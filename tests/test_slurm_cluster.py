@@ -8,7 +8,6 @@ import socket
 import sys
 
 import pytest
-
 from slurm_cluster import local_slurm, slurm_available
 
 

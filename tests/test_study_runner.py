@@ -64,10 +64,11 @@ def test_runner_runs_skips_and_recovers(tmp_path, capsys):
     changed.override(["pred=[x]", "lr=0.003"])
     x_run = "D0002-spiral-d2-mlp-w256-xpred-vloss-s0"
     assert results.is_complete(study / x_run) and not results.is_current(study / x_run, changed.points()[0])
+    before = set(results.kept_aside(study))               # the incomplete runs replaced above were kept aside
     rep3 = run_study(changed, tmp_path, workers=1, progress=False)
     assert rep3["ran"] == [x_run] and rep3["skipped"] == []
     assert io.read_json(study / rep3["ran"][0] / "run.json")["params"]["lr"] == 0.003
-    kept = results.kept_aside(study)                      # the replaced run is kept aside, not deleted
+    kept = [p for p in results.kept_aside(study) if p not in before]   # the replaced run: kept, not deleted
     assert [p.name.split(".stale-")[0] for p in kept] == [x_run] and (kept[0] / "metrics.json").is_file()
     assert run_study(changed, tmp_path, workers=1, progress=False)["skipped"] == rep3["ran"]
 

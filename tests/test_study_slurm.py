@@ -10,25 +10,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
-
-from slurm_cluster import local_slurm, slurm_available
+from slurm_cluster import STUDY_SLURM_FLAGS, cluster_fixture
 from test_study_backends import executions, make_study, study
 
 from manifold_lab.studies import claims
 
 ROOT = Path(__file__).resolve().parents[1]
-SLURM = ["--backend", "slurm", "--set", "resources.timeout_min=10", "--set", "resources.mem_gb=0.5"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    ok, reason = slurm_available()
-    if not ok:
-        pytest.skip(reason)
-    with local_slurm(tmp_path_factory.mktemp("slurm"), cpus=4) as c:
-        yield c
-    assert c.leftover_pids() == []
+SLURM = STUDY_SLURM_FLAGS
+cluster = cluster_fixture(cpus=4)
 
 
 def finish(*procs, timeout=300):
@@ -134,7 +123,8 @@ def test_a_requeued_imagenet_point_resumes_from_its_checkpoint(cluster, tmp_path
     assert codes == [0], outs
     run = results / "imagenet_pred_loss" / "jit_tiny_cpu-xpred-vloss-e150"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] > 0 and metrics["steps"] == 450        # 150 epochs x 3 steps
+    steps = json.loads((run / "config.json").read_text())["derived"]["steps"]  # a setting, not a metric
+    assert metrics["resumed_from_step"] > 0 and steps == 450                    # 150 epochs x 3 steps
     log = pd.read_csv(run / "run" / "log.csv")
     assert log.step.tolist() == list(range(1, 451))                            # no step lost, none twice
     assert json.loads((run / "run.json").read_text())["job_id"] == job

@@ -6,27 +6,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from slurm_cluster import local_slurm, slurm_available
+from slurm_cluster import STUDY_SLURM_FLAGS, cluster_fixture
 from test_study_backends import ROOT, make_study
 
 from manifold_lab.studies import claims
 
-SLURM = ["--backend", "slurm", "--set", "resources.timeout_min=10", "--set", "resources.mem_gb=0.5"]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    ok, reason = slurm_available()
-    if not ok:
-        pytest.skip(reason)
-    with local_slurm(tmp_path_factory.mktemp("slurm"), cpus=2) as c:
-        yield c
-    assert c.leftover_pids() == []
+SLURM = STUDY_SLURM_FLAGS
+cluster = cluster_fixture(cpus=2)
 
 
 def test_ctrl_c_leaves_the_jobs_running_and_names_scancel(cluster, tmp_path):

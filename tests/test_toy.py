@@ -3,8 +3,8 @@ import argparse
 import dataclasses
 import json
 import subprocess
-from contextlib import nullcontext as _nullcontext
 import sys
+from contextlib import nullcontext as _nullcontext
 
 import numpy as np
 import pytest
@@ -26,7 +26,8 @@ def cli(*args, **kw):
 def test_toy_cli_writes_the_contract(tmp_path):
     out = tmp_path / "run"
     r = cli("toy", "--dist", "spiral", "--d", "2", "--D", "16", "--pred", "x", "--loss", "v", "--steps", "30",
-            "--seed", "1", "--n-samples", "200", "--sample-steps", "5", "--ema-decays", "[0.9, 0.5]", "--out", str(out), "--no-progress")
+            "--seed", "1", "--n-samples", "200", "--sample-steps", "5", "--ema-decays", "[0.9, 0.5]",
+            "--out", str(out), "--no-progress")
     assert r.returncode == 0, r.stderr
     with np.load(out / "samples.npz") as f:
         assert f["samples"].shape == (200, 16) and f["P"].shape == (16, 2) and f["reference"].shape[1] == 2

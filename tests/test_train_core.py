@@ -7,20 +7,24 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from imagenet_helpers import TINY_MODEL_ARGS, make_image_folder, tiny_overrides
 
 from manifold_lab.checks import ConfigError
 from manifold_lab.config import RENAMED
-from manifold_lab.data.imagefolder import (ImageFolderDataset, ResumableDistributedSampler,
-                                           collate_skip_none, random_flip, to_model_range)
+from manifold_lab.data.imagefolder import (
+    ImageFolderDataset,
+    ResumableDistributedSampler,
+    collate_skip_none,
+    random_flip,
+    to_model_range,
+)
 from manifold_lab.denoiser import Denoiser
 from manifold_lab.device import resolve_device
 from manifold_lab.image_study import ImageConfig
 from manifold_lab.nets.mlp import MLP
 from manifold_lab.toy import ToyConfig
 from manifold_lab.train.build import build_denoiser, build_model
-from manifold_lab.train.config import ImageNetConfig, load_config
+from manifold_lab.train.config import load_config
 from manifold_lab.train.core import LRSchedule, NonFiniteLossError, TrainCore
 from manifold_lab.train.ema import EMA
 from manifold_lab.train.imagenet import read_log

@@ -95,7 +95,7 @@ def load_image(path: str, img_size: int) -> torch.Tensor:
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
-    except Exception as e:  # PIL raises many types for truncated or non-image files
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for truncated or non-image files
         raise BadImageError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
     arr = np.asarray(center_crop_arr(im, img_size))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()

@@ -11,9 +11,9 @@ off-manifold residual |(I - P P^T) x| measures how far a D-dim point lies from t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import torch
 
@@ -103,7 +103,7 @@ DISTRIBUTIONS: dict[str, _Spec] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _normaliser(name: str, d: int) -> tuple[torch.Tensor, float]:
     raw = DISTRIBUTIONS[name].fn(200_000, d, torch.Generator().manual_seed(12345))
     mean = torch.zeros(d, dtype=raw.dtype) if DISTRIBUTIONS[name].centred else raw.mean(0)

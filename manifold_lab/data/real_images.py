@@ -29,7 +29,8 @@ import torch
 
 from manifold_lab.checks import ConfigError, check_positive
 from manifold_lab.data.imagefolder import list_images, load_image, to_model_range
-from manifold_lab.io import cache_dir as io_cache_dir, save_npz
+from manifold_lab.io import cache_dir as io_cache_dir
+from manifold_lab.io import save_npz
 
 # name -> (file inside skimage/data, licence note as scikit-image states it)
 PHOTOS: dict[str, tuple[str, str]] = {

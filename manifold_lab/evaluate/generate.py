@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -132,7 +132,7 @@ def _sample_batch(net, denoiser, cfg: SamplingConfig, idx: list[int], shape, lab
     """The samples ``idx`` (B, 3, H, W) in [-1, 1]-ish floats; NonFiniteSamplesError if any is not finite."""
     z0 = sample_noise(idx, shape, denoiser.noise_scale, cfg.seed).to(device)
     if labels is None:
-        fn = lambda z, t: denoiser.velocity(net, z, t)  # noqa: E731
+        fn = lambda z, t: denoiser.velocity(net, z, t)
     else:
         y = torch.as_tensor(labels[idx], device=device)
         fn = guided_velocity(denoiser, net, y, cfg_scale=cfg.cfg_scale, interval=tuple(cfg.interval))

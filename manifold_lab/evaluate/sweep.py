@@ -14,19 +14,28 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import (add_config_flags, check_numbers, config_from_values, config_to_flags,
-                                 overrides_from_args)
-from manifold_lab.evaluate.fid import (EXTRACTORS, describe_ref_stats, evaluate_folder, fidelity_kwargs,
-                                       load_ref_stats)
-from manifold_lab.evaluate.generate import (add_checkpoint_flag, generate_samples, net_for_sampling,
-                                            resolve_sampling, sampling_from_args)
+from manifold_lab.config import (
+    add_config_flags,
+    check_numbers,
+    config_from_values,
+    config_to_flags,
+    overrides_from_args,
+)
+from manifold_lab.evaluate.fid import EXTRACTORS, describe_ref_stats, evaluate_folder, fidelity_kwargs, load_ref_stats
+from manifold_lab.evaluate.generate import (
+    add_checkpoint_flag,
+    generate_samples,
+    net_for_sampling,
+    resolve_sampling,
+    sampling_from_args,
+)
 from manifold_lab.io import check_writable_dir, save_figure, save_table, write_json
 from manifold_lab.plots.sweep import plot_sweep
 from manifold_lab.sample import SamplingConfig, check_ema

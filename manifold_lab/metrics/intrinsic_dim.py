@@ -47,7 +47,7 @@ Toy helpers: :func:`manifold_dimension` is the true k of each toy distribution o
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

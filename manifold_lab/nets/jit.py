@@ -33,9 +33,22 @@ import torch
 from torch import nn
 
 from manifold_lab.checks import ConfigError, check_choice, check_keys, check_positive
-from manifold_lab.nets.layers import (ATTN_IMPLS, MLP_KINDS, Attention, BottleneckPatchEmbed, GeluMLP,
-                                      LabelEmbedder, SwiGLU, TimestepEmbedder, init_linear_, make_norm,
-                                      modulate, sincos_pos_embed_2d, swiglu_hidden, zero_)
+from manifold_lab.nets.layers import (
+    ATTN_IMPLS,
+    MLP_KINDS,
+    Attention,
+    BottleneckPatchEmbed,
+    GeluMLP,
+    LabelEmbedder,
+    SwiGLU,
+    TimestepEmbedder,
+    init_linear_,
+    make_norm,
+    modulate,
+    sincos_pos_embed_2d,
+    swiglu_hidden,
+    zero_,
+)
 from manifold_lab.nets.rope import rope_tables
 
 
@@ -205,7 +218,7 @@ class JiT(nn.Module):
         if self.cls_head is not None:
             zero_(self.cls_head)
 
-    def compile_blocks(self, **kwargs) -> "JiT":
+    def compile_blocks(self, **kwargs) -> JiT:
         """torch.compile each block and the final layer in place (as the paper's code); returns self.
 
         Parameter names and state_dict keys are unchanged. kwargs go to ``torch.compile``.

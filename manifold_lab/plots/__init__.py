@@ -7,7 +7,7 @@ the study's tidy table: columns study, run_id, one column per notebook parameter
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 FIGURES: dict[str, Callable] = {}
 _MODULES = ("manifold_lab.plots.toy", "manifold_lab.plots.images", "manifold_lab.plots.imagenet",

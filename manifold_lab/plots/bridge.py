@@ -2,13 +2,10 @@
 against the toy's prediction, D_eq / D*(width) (right of 1: predicted fail; above 3: observed fail)."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from manifold_lab.plots.toy import PRED_COLORS
+from manifold_lab.plots.style import PRED_COLORS
 
 STUDY_MARKERS = {"image_pred_loss": "o", "image_patch": "s", "image_width": "^"}
 

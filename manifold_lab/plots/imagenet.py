@@ -178,11 +178,11 @@ def _paired_bars(ax, labels, theirs, ours, ours_label: str, ylabel: str = "FID")
 
 
 @register("imagenet_resolution")
+@theme("whitegrid", 0.9)
 def fig_imagenet_resolution(summary: pd.DataFrame, study_dir: Path):
     """Table 5: FID of JiT-B at 256/512/1024 px (same 256 tokens), ours beside the paper's; cost per point."""
     from manifold_lab.cost import cost_label
 
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     pts = _points(summary)
     keys = list(paper.TABLE5)
     labels = [f"{_model(k)} @{_resolution(k)}\n{cost_label(k, 200)}" for k in keys]
@@ -225,10 +225,10 @@ def _scale_panel(ax, pts, patch: int, ours_label: str) -> None:
 
 
 @register("imagenet_scale")
+@theme("whitegrid", 0.85)
 def fig_imagenet_scale(summary: pd.DataFrame, study_dir: Path):
     """Tables 6-8 and 13: FID against model size at 256 and 512 px (200 and 600 epochs; G: 320), IS and
     precision/recall at 600 epochs, ours beside the paper's. Tick labels give the training cost per 200 epochs."""
-    sns.set_theme(style="whitegrid", font_scale=0.85)
     pts, label = _points(summary), _ours_label(summary)
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.4))
     _scale_panel(axes[0], pts, 16, label)
@@ -252,9 +252,9 @@ def fig_imagenet_scale(summary: pd.DataFrame, study_dir: Path):
 
 
 @register("imagenet_cls_loss")
+@theme("whitegrid", 0.9)
 def fig_imagenet_cls_loss(summary: pd.DataFrame, study_dir: Path):
     """Table 11: FID without and with the classification loss, B/16 and L/16, ours beside the paper's."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     pts = _points(summary)
     pts["head"] = pts["model_args"].map(lambda a: int(bool(a.get("cls_head_after"))))
     keys = [(k, h) for k in paper.TABLE11 for h in (0, 1)]
@@ -268,9 +268,9 @@ def fig_imagenet_cls_loss(summary: pd.DataFrame, study_dir: Path):
 
 
 @register("imagenet_cross_res")
+@theme("whitegrid", 0.9)
 def fig_imagenet_cross_res(summary: pd.DataFrame, study_dir: Path):
     """Table 12: G/16 and G/32 each measured at 256 and 512 px, ours beside the paper's."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     pts = _points(summary)
     pts["px"] = [int(e) or _resolution(c) for e, c in zip(pts.get("eval_size", 0), pts["config"])]
     keys = list(paper.TABLE12)
@@ -290,10 +290,10 @@ def _sweep_table(run: Path) -> pd.DataFrame:
 
 
 @register("imagenet_cfg_curve")
+@theme("whitegrid", 0.9)
 def fig_imagenet_cfg_curve(summary: pd.DataFrame, study_dir: Path):
     """Fig. 6: FID against the CFG scale from each point's sweep table (search stage), one line per CFG interval
     and EMA; the paper's best values (2.88 without, 2.36 with the interval; JiT-L/16, 600 ep) as lines."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     fig, ax = plt.subplots(figsize=(5.6, 3.9))
     for (name, best), color in zip(paper.FIG6_BEST.items(), ("#d7191c", "#2c7bb6")):
         ax.axhline(best, ls="--", color=color, alpha=0.7, label=f"paper best {name}: {best}")

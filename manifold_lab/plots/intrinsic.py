@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import LogLocator, ScalarFormatter
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import LogLocator, ScalarFormatter
 
 from manifold_lab.plots import finish_grid, register
 from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER

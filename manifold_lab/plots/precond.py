@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from manifold_lab import paper  # noqa: E402
-from manifold_lab.plots import register  # noqa: E402
+from manifold_lab import paper
+from manifold_lab.plots import register
+from manifold_lab.plots.style import theme
 
 LOSS_ORDER = ["x", "eps", "v"]
 PREDS = list(paper.TABLE10_PREDS)
@@ -51,9 +49,9 @@ def paper_panel(ax) -> None:
     ax.set(title="paper, Table 10 (ImageNet FID)", xlabel="parameterisation", ylabel="loss space")
 
 
+@theme("white", 0.85)
 def precond_figure(df: pd.DataFrame, panels: list[tuple[str, pd.DataFrame]], suptitle: str):
     """``panels``: (title, rows with loss, pred, value) for ours, then the paper's panel on the right."""
-    sns.set_theme(style="white", font_scale=0.85)
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.6 * (len(panels) + 1), 3.4), squeeze=False)
     for ax, (title, sub) in zip(axes[0], panels):
         table_panel(ax, sub, title)

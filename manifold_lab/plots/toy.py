@@ -161,9 +161,9 @@ def fig_skip_ratio(summary: pd.DataFrame, study_dir: Path):
 
 
 @register("scale_vs_D")
+@theme("whitegrid", 0.9)
 def fig_scale_vs_D(summary: pd.DataFrame, study_dir: Path, metric: str = "nn_dist"):
     """nn_dist (in units of the data's RMS) against D, one panel per target, one line per data scale s."""
-    sns.set_theme(style="whitegrid", font_scale=0.9)
     df = summary[summary["metric"] == metric].copy()
     df["value"] = df["value"].astype(float).clip(lower=1e-5, upper=1e6)
     preds = [p for p in PRED_ORDER if p in set(df["pred"])]

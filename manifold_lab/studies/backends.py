@@ -97,7 +97,7 @@ def _record(fut, rid: str, p: dict, rep: dict, held: list, study_dir: Path, bar)
     """Enter one finished point's outcome in the report (HELD points go back to ``held``)."""
     try:
         outcome = fut.result()
-    except Exception as e:                     # keep going; report at the end
+    except Exception as e:  # noqa: BLE001 - any failure of a point: keep going, report at the end
         rep["failed"].append(rid)
         _say_failed(rid, last_error_line(e), study_dir)
         bar and bar.update(1)

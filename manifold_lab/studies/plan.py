@@ -38,7 +38,10 @@ ASSUMED = {"imagenet_run.ipynb": (5.5 * 3600 / 200, "epochs", 200,
                                   "assumed: 5.5 h per 200 epochs on 8 H100s (the README's JiT-B figure)"),
            "toy_intrinsic_dim.ipynb": (3 * 60.0 / 2000, "steps", 2000,
                                        ("assumed: three toy trainings of about 60 s per 2000 steps each "
-                                        "(toy_fig2's recorded times; this notebook records none)"))}
+                                        "(toy_fig2's recorded times; this notebook records none)")),
+           "image_intrinsic_dim.ipynb": (15.0 / 5000, "n", 5000,
+                                         ("assumed: about 15 s per 5000 points (measured 5-18 s per point with "
+                                          "the id command, one thread, 2026-12-06; this notebook records none)"))}
 
 
 _RATE_LOCK = threading.Lock()

@@ -51,15 +51,11 @@ def _failed(partial: Path) -> PointState:
 
 
 def _not_done_reason(final: Path, params: dict) -> str:
-    """Why a run folder that exists is not done ('' if no folder). results.done_reason (run registry) gives
-    the kind's whole contract where the merged tree has it; else metrics.json is checked here."""
+    """Why a run folder that exists is not done ('' if no folder): the whole contract of the run kind its
+    config.json declares (results.done_reason)."""
     if not final.is_dir():
         return ""
-    if hasattr(results, "done_reason"):
-        return results.done_reason(final, params=params) or ""
-    if io.read_json_or_warn(final / "metrics.json", consequence="its point is redone") is None:
-        return "metrics.json missing or damaged: redone"
-    return ""
+    return results.done_reason(final, params=params) or ""
 
 
 def point_state(study_dir: Path, run_id: str, params: dict) -> PointState:

@@ -21,8 +21,13 @@ import torch
 
 from manifold_lab.checks import ConfigError
 from manifold_lab.train import official
-from manifold_lab.train.ckpt_file import (LAST, CheckpointError, read_checkpoint_file, resolve_checkpoint,
-                                          write_checkpoint_file)
+from manifold_lab.train.ckpt_file import (
+    LAST,
+    CheckpointError,
+    read_checkpoint_file,
+    resolve_checkpoint,
+    write_checkpoint_file,
+)
 
 __all__ = ["LAST", "OUR_KEYS", "CheckpointError", "describe", "ema_index", "load_checkpoint", "load_for_resume",
            "load_weights", "read_checkpoint_file", "resolve_checkpoint", "rng_state", "save_checkpoint",

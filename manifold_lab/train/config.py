@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manifold_lab.checks import ConfigError, check_choice, check_positive
-from manifold_lab.config import check_numbers, config_from_values, field_names
+from manifold_lab.config import check_numbers, config_from_values
 from manifold_lab.config import load_config as _load_config
 from manifold_lab.device import PRECISIONS, check_device
 from manifold_lab.param import PREDS, TARGETS

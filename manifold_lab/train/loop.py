@@ -8,8 +8,8 @@ the core's one generator, seeded with ``cfg.seed`` on the run's device.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pandas as pd
 import torch

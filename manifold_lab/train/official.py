@@ -134,7 +134,7 @@ def config_from_args(a: dict) -> tuple[dict, list[str]]:
     """Our config fields from the official args (missing fields: the official defaults, noted)."""
     fields = [*ARG_TO_CONFIG, "attn_dropout", "proj_dropout", "ema_decay1", "ema_decay2"]
     missing = [k for k in fields if k not in a]
-    get = lambda k: a.get(k, OFFICIAL_ARGS[k])  # noqa: E731
+    get = lambda k: a.get(k, OFFICIAL_ARGS[k])
     values = {ours: get(k) for k, ours in ARG_TO_CONFIG.items()}
     values.update(model_args={"attn_drop": float(get("attn_dropout")), "proj_drop": float(get("proj_dropout"))},
                   ema_decays=[float(get("ema_decay1")), float(get("ema_decay2"))], pred="x", loss="v", lr=None,
@@ -254,7 +254,7 @@ def _args_for(cfg, state: dict, notes: list[str]) -> argparse.Namespace:
              ema_decay1=float(decays[0]), ema_decay2=float(decays[1]),
              data_path=cfg.data_path, output_dir=cfg.output_dir, save_last_freq=cfg.save_every_epochs,
              log_freq=cfg.log_every, num_workers=cfg.num_workers)
-    from manifold_lab.sample import SamplingConfig   # its defaults; "cfg" is main_jit.py's guidance scale
+    from manifold_lab.sample import SamplingConfig  # its defaults; "cfg" is main_jit.py's guidance scale
 
     dflt = SamplingConfig()
     rec = meta.get("sampling") or {"cfg": dflt.cfg_scale, "interval": dflt.interval,

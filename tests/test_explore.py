@@ -89,14 +89,20 @@ def test_runs_list_folders_and_a_run_made_here_loads_its_samples_and_curve(tmp_p
     assert len(explore.load_curve("toy_fig2", rid, tmp_path)) == 3
 
 
-def test_draws_a_registered_figure_from_a_committed_summary():
-    fig = explore.draw("toy_fig2", "metric_vs_D", RESULTS)
+def test_draws_a_registered_figure_from_a_committed_summary(tmp_path):
+    # the committed summary and figures alone, as a fresh clone has them (the README's main command, run in
+    # the same clone before the tests, adds run folders beside them)
+    committed = tmp_path / "toy_fig2"
+    committed.mkdir()
+    for f in ["summary.csv", "fig_toy_grid.png", "fig_metric_vs_D.png"]:
+        shutil.copy(RESULTS / "toy_fig2" / f, committed / f)
+    fig = explore.draw("toy_fig2", "metric_vs_D", tmp_path)
     assert len(fig.axes) >= 3 and fig.axes[0].lines
     with pytest.raises(KeyError, match="registered"):
-        explore.draw("toy_fig2", "nope", RESULTS)
+        explore.draw("toy_fig2", "nope", tmp_path)
     with pytest.raises(FileNotFoundError, match="per-run files"):
-        explore.draw("toy_fig2", "toy_grid", RESULTS)
-    assert [p.name for p in explore.figures("toy_fig2", RESULTS)] == ["fig_toy_grid.png", "fig_metric_vs_D.png"]
+        explore.draw("toy_fig2", "toy_grid", tmp_path)
+    assert [p.name for p in explore.figures("toy_fig2", tmp_path)] == ["fig_toy_grid.png", "fig_metric_vs_D.png"]
 
 
 def test_the_papers_numbers_stand_beside_ours_where_it_has_them():

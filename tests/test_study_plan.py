@@ -48,3 +48,16 @@ def test_estimate_uses_the_same_point_then_the_nearest_scaled(tmp_path, monkeypa
     assert "~10 s" in lines["x02"] and "nearest recorded: square x01" in lines["x02"]
     assert "~15 s" in lines["x04"] and "run.json x04" in lines["x04"]       # 30 s at half this rate
     assert wall == pytest.approx((10 + 10 + 15) / 2)                           # 2 workers
+
+
+def test_plan_into_a_scratch_results_folder_uses_the_committed_times(tmp_path, monkeypatch, capsys):
+    """--results-dir elsewhere (nothing recorded there): the project's committed summaries still give the
+    estimate, also with settings they were not recorded with (the nearest recorded point)."""
+    monkeypatch.chdir(ROOT)
+    scratch = tmp_path / "scratch"
+    assert main(["study", "studies/toy_fig2.yaml", "--plan", "--results-dir", str(scratch),
+                 "--set", "lr=0.003"]) == 0
+    out = capsys.readouterr().out
+    total = next(line for line in out.splitlines() if line.startswith("total: ~"))
+    assert "without one" not in total and "nearest recorded: toy_fig2" in out, out
+    assert not scratch.exists()

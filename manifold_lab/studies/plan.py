@@ -27,7 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from manifold_lab import io
+from manifold_lab import io, paths
+from manifold_lab.checks import ConfigError
 from manifold_lab.studies import results
 from manifold_lab.studies.spec import StudySpec, load_study
 
@@ -141,7 +142,9 @@ def _summary_records(path: Path, source: str) -> list[dict]:
 
 
 def _records(spec: StudySpec, results_dir: Path, studies_dir: Path) -> list[dict]:
-    """Recorded times of the study's own summary first, then those of every study with the same notebook."""
+    """Recorded times of the study's own summary first, then those of every study with the same notebook;
+    from ``results_dir`` and, when that is another folder (a scratch ``--results-dir``), the project's
+    committed ``results/`` too."""
     names = [spec.study]
     for y in sorted(studies_dir.glob("*.yaml")) if studies_dir.is_dir() else []:
         try:
@@ -151,11 +154,19 @@ def _records(spec: StudySpec, results_dir: Path, studies_dir: Path) -> list[dict
             continue
         if other.study != spec.study and Path(other.notebook).name == Path(spec.notebook).name:
             names.append(other.study)
+    roots = [Path(results_dir)]
+    try:
+        committed = paths.results_dir()
+        if committed.resolve() != roots[0].resolve():
+            roots.append(committed)
+    except ConfigError:              # no project folder found: the given results folder only
+        pass
     out = []
-    for name in names:
-        path = results_dir / name / "summary.csv"
-        if path.is_file():
-            out += _summary_records(path, name)
+    for root in roots:
+        for name in names:
+            path = root / name / "summary.csv"
+            if path.is_file():
+                out += _summary_records(path, name)
     return out
 
 

@@ -129,12 +129,13 @@ def describe(rec: dict) -> str:
 
 
 def run_image_id_point(cfg: ImageIdConfig, out_dir: str | Path, *, progress: bool = False) -> dict[str, float]:
-    """One study point through the one run-folder writer: config.json, then metrics.json (the numeric fields of
-    the record; written last). ``progress`` is accepted for the registry's signature; the point is short."""
+    """One study point through the one run-folder writer: config.json (``derived``: the token dimension and
+    the points and images actually used), then metrics.json (the estimate and its spread over the halves;
+    written last). ``progress`` is accepted for the registry's signature; the point is short."""
     rec = measure_images(cfg)
-    metrics = {k: float(v) for k, v in rec.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "size", "patch_size")}
-    return finish_run(out_dir, cfg, metrics, kind="image_id")
+    derived = {"token_dim": rec["token_dim"], "n_points": rec["n"], "n_images_read": rec["n_images"]}
+    metrics = {k: float(v) for k, v in rec.items() if k == "estimate" or k.startswith("half_")}
+    return finish_run(out_dir, cfg, metrics, kind="image_id", derived=derived)
 
 
 # ---- the `id --images` command ---------------------------------------------------------------------

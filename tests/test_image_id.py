@@ -101,6 +101,7 @@ def test_study_runs_shrunken_through_the_runner(tmp_path, monkeypatch):
     assert main(args) == 0
     summary = pd.read_csv(tmp_path / "image_intrinsic_dim" / "summary.csv")
     assert summary["run_id"].nunique() == 2 and set(summary["estimator"]) == {"twonn", "mle"}
-    assert {"estimate", "half_min", "half_max", "token_dim", "n"} <= set(summary["metric"])
-    assert (summary.query("metric == 'token_dim'")["value"] == 48).all()
+    assert {"estimate", "half_min", "half_max"} <= set(summary["metric"])      # measured numbers only
+    assert not {"token_dim", "n", "n_images", "mle_k", "n_points"} & set(summary["metric"])
+    assert (summary["token_dim"] == 48).all() and (summary["n_points"] == 400).all()   # derived: columns
     assert (tmp_path / "image_intrinsic_dim" / "fig_image_id_vs_token_dim.png").stat().st_size > 5_000

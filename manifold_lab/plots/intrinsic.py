@@ -151,10 +151,17 @@ LITERATURE_WHOLE_IMAGE_MLE = {"CIFAR-10": 25.0, "ImageNet": 43.0}
 
 
 def image_id_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per (size, patch_size, estimator): token_dim, estimate, half_min, half_max, n (seed-averaged)."""
+    """One row per (size, patch_size, estimator): token_dim, estimate, half_min, half_max, n_points
+    (seed-averaged). token_dim is the point's derived setting (a column; p * p * 3, or 3 * size^2 for whole
+    images)."""
     wide = summary.pivot_table(index=["run_id", "size", "patch_size", "estimator"], columns="metric",
                                values="value").reset_index()
-    cols = [c for c in ("token_dim", "estimate", "half_min", "half_max", "half_std", "n", "n_images") if c in wide]
+    side = wide["patch_size"].where(wide["patch_size"] > 0, wide["size"])
+    wide["token_dim"] = 3 * side * side
+    extra = [c for c in ("n_points", "n_images_read") if c in summary]
+    if extra:
+        wide = wide.merge(summary.groupby("run_id", as_index=False)[extra].first(), on="run_id")
+    cols = [c for c in ("token_dim", "estimate", "half_min", "half_max", "half_std", *extra) if c in wide]
     return wide.groupby(["size", "patch_size", "estimator"], as_index=False)[cols].mean()
 
 

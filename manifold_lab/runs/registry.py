@@ -60,7 +60,7 @@ RUNS: dict[str, RunKind] = {k.name: k for k in (
             custom_command=True),
     RunKind("image_id", "manifold_lab.image_id", "ImageIdConfig", "run_image_id_point",
             "image_intrinsic_dim.ipynb", "id", "intrinsic dimension of images or of their JiT patches (id --images)",
-            custom_command=True),
+            derived=("token_dim", "n_points", "n_images_read"), custom_command=True),
     RunKind("memorisation", "manifold_lab.memorisation", "MemorisationConfig", "run_memorisation_point",
             "toy_memorisation.ipynb", "memorisation",
             "two toy models on disjoint training sets: memorisation against generalisation", derived=("k",)),

@@ -246,7 +246,10 @@ def register(sub) -> None:
     add_config_flags(p, IdConfig, title="cloud and estimator (IdConfig fields)")
     p.add_argument("--samples", default=None, metavar="RUN_DIR",
                    help="measure a toy run's samples.npz instead (dist, d, D from its config.json)")
-    p.add_argument("--out", default=None, metavar="FILE", help="write the record as JSON")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="write the record as JSON (--accuracy: the table, .csv or .parquet)")
+    p.add_argument("--accuracy", type=int, nargs="+", default=None, metavar="K",
+                   help="check the estimators on spheres S^K in --D dims (x, eps, v; n = --n): the accuracy table")
     from manifold_lab.image_id import add_image_flags
 
     add_image_flags(p)
@@ -261,6 +264,8 @@ def _main(args) -> int:
     cfg = config_from_values(IdConfig, overrides_from_args(args, IdConfig), "flags")
     if args.out is not None:
         io.check_writable_file(args.out, "--out")
+    if args.accuracy is not None:
+        return _accuracy(args.accuracy, cfg, args.out)
     rec = measure(cfg, args.samples)
     what = rec["of"] if rec["of"] != "z" else f"z at t={rec['t']:g}"
     where = f"{rec['dist']}, d={rec['d']} (k={rec['k']}), D={rec['D']}, n={rec['n']}"
@@ -268,4 +273,20 @@ def _main(args) -> int:
     if args.out:
         io.write_json(args.out, rec)
         print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _accuracy(ks: list[int], cfg: IdConfig, out: str | None) -> int:
+    """``id --accuracy K ...``: the estimators on spheres (manifold_lab.id_accuracy)."""
+    from manifold_lab.id_accuracy import accuracy_table, describe
+
+    for k in ks:
+        check_positive("--accuracy K", k, integer=True)
+        if k + 1 > cfg.D:
+            raise ConfigError(f"--accuracy K={k} needs D >= K + 1 = {k + 1}, got D={cfg.D}")
+    df = accuracy_table(tuple(ks), cfg.D, cfg.n, cfg.seed)
+    print(describe(df))
+    if out:
+        io.save_table(out, df)
+        print(f"wrote {out}", file=sys.stderr)
     return 0

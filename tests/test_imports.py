@@ -25,7 +25,7 @@ LAYERS = [
     ("core", {"param", "schedule", "device", "config", "nets", "data"}),
     ("objective, sampling, metrics, plots", {"denoiser", "sample", "metrics", "plots"}),
     ("train, evaluate", {"train", "evaluate"}),
-    ("runs", {"toy", "image_study", "image_id", "intrinsic", "memorisation", "imagenet_study", "runs"}),
+    ("runs", {"toy", "image_study", "image_id", "id_accuracy", "intrinsic", "memorisation", "imagenet_study", "runs"}),
     ("studies", {"studies", "bridge", "explore", "explore_widgets", "report"}),
     ("cli", {"cli", "__main__"}),
 ]

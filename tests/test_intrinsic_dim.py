@@ -196,3 +196,21 @@ def test_count_large_rule():
     assert idim.count_large(sv, rel=0.05).tolist() == [3, 4]
     with pytest.raises(ConfigError, match="rel"):
         idim.count_large(sv, rel=1.0)
+
+
+def test_id_accuracy_mode_writes_the_table(tmp_path, capsys):
+    """``id --accuracy``: x reads k on spheres, eps and v read far more; the table is written; a K the
+    ambient dimension cannot hold is a one-line error."""
+    import pandas as pd
+
+    from manifold_lab.cli import main
+
+    out = tmp_path / "acc.csv"
+    assert main(["id", "--accuracy", "2", "--D", "64", "--n", "800", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert set(df["of"]) == {"x", "eps", "v"} and set(df["estimator"]) == {"twonn", "mle"} and len(df) == 6
+    x = df[df["of"] == "x"]
+    assert (x["rel_error_vs_k"].abs() < 0.25).all() and (df[df["of"] != "x"]["ratio_to_x"] > 5).all()
+    assert "x against k" in capsys.readouterr().out
+    assert main(["id", "--accuracy", "70", "--D", "64"]) == 2
+    assert "--accuracy K=70 needs D >= K + 1" in capsys.readouterr().err

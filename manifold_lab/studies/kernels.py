@@ -46,6 +46,16 @@ class StudyKernelManager(AsyncKernelManager):
             interrupt.kernel_started(self.point, getattr(process, "pid", None), getattr(self.provisioner, "pgid", None),
                                      os.path.dirname(self.ip) if self.transport == "ipc" else None)
 
+    async def _async_interrupt_kernel(self) -> None:
+        # jupyter_client interrupts a kernel (SIGINT) before it asks it to shut down. A study point's kernel is
+        # idle by then (its notebook finished or raised), so the interrupt only races with the kernel's event
+        # loop, and ipykernel logs "KeyboardInterrupt caught in kernel" at ERROR level for nothing. While
+        # shutting down: the shutdown request alone (a kernel that ignores it is still killed after the
+        # timeout). Ctrl-C on the runner stops kernels itself (manifold_lab.studies.interrupt).
+        if self.shutting_down:
+            return
+        await super()._async_interrupt_kernel()
+
     async def cleanup_resources(self, restart: bool = False) -> None:
         await super().cleanup_resources(restart=restart)
         if self.transport == "ipc" and not restart:

@@ -61,6 +61,7 @@ def test_first_ctrl_c_stops_cleanly_and_summarises(tmp_path):
     proc.send_signal(signal.SIGINT)
     said = wait_for(lambda: "Ctrl-C" in err.read_text(), 5)
     assert said < 1.0, f"the message took {said:.2f} s"
+    print(f"first Ctrl-C: message after {said:.3f} s")           # shown with pytest -s
     message = err.read_text()
     assert "x2" in message and "x3" in message and "Press Ctrl-C again to stop at once" in message
     out, _ = proc.communicate(timeout=60)                    # stopped, not waited for (they sleep 300 s)
@@ -81,6 +82,7 @@ def test_first_ctrl_c_stops_cleanly_and_summarises(tmp_path):
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=10)
+    print(f"second Ctrl-C: exit after {time.monotonic() - t0:.3f} s")
     assert time.monotonic() - t0 < 2.0 and proc.returncode == 130
     assert "stopped at once" in err.read_text() and "Traceback" not in err.read_text()
     assert not list(study.glob(".*.claim"))

@@ -6,7 +6,7 @@ table (one row per k, quantity, estimator) gives the estimate, its relative erro
 the estimate of x: x should read k, eps and v about D. This is the accuracy table of
 ``results/toy_intrinsic_dim/estimators_on_spheres.csv``::
 
-    python -m manifold_lab id --accuracy --D 512 --n 5000 --out results/toy_intrinsic_dim/estimators_on_spheres.csv
+    python -m manifold_lab id --accuracy 2 4 8 --D 512 --n 5000 --out results/toy_intrinsic_dim/estimators_on_spheres.csv
 """
 from __future__ import annotations
 

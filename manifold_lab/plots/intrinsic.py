@@ -152,12 +152,9 @@ LITERATURE_WHOLE_IMAGE_MLE = {"CIFAR-10": 25.0, "ImageNet": 43.0}
 
 def image_id_table(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per (size, patch_size, estimator): token_dim, estimate, half_min, half_max, n_points
-    (seed-averaged). token_dim is the point's derived setting (a column; p * p * 3, or 3 * size^2 for whole
-    images)."""
-    wide = summary.pivot_table(index=["run_id", "size", "patch_size", "estimator"], columns="metric",
+    (seed-averaged). token_dim is the point's derived setting (a summary column, ImageIdConfig.token_dim)."""
+    wide = summary.pivot_table(index=["run_id", "size", "patch_size", "estimator", "token_dim"], columns="metric",
                                values="value").reset_index()
-    side = wide["patch_size"].where(wide["patch_size"] > 0, wide["size"])
-    wide["token_dim"] = 3 * side * side
     extra = [c for c in ("n_points", "n_images_read") if c in summary]
     if extra:
         wide = wide.merge(summary.groupby("run_id", as_index=False)[extra].first(), on="run_id")

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("manifold_lab.train.imagenet", "train a JiT on an ImageFolder (CPU, one GPU or torchrun DDP)"),
     "sample": ("manifold_lab.evaluate.generate", "class-balanced sampling from a JiT checkpoint"),
     "fid": ("manifold_lab.evaluate.fid", "FID/IS of a sample folder or npz against reference statistics"),
-    "prepare-ref": ("manifold_lab.evaluate.fid", "build FID reference statistics from an image folder"),
+    "prepare-ref": ("manifold_lab.evaluate.ref_stats", "build FID reference statistics from an image folder"),
     "prepare-data": ("manifold_lab.data.shards", "write an ImageFolder's ADM crops into memory-mappable uint8 shards"),
     "sweep": ("manifold_lab.evaluate.sweep", "CFG x EMA sweep on 8K samples, then the best on 50K"),
     "export": ("manifold_lab.train.export", "convert a checkpoint to the official JiT layout or back"),

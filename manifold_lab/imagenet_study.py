@@ -178,7 +178,7 @@ def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
         return Path(cfg.ref)
     import hashlib
 
-    from manifold_lab.evaluate.fid import prepare_ref
+    from manifold_lab.evaluate.ref_stats import prepare_ref
 
     key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
     size = cfg.eval_size or tcfg.img_size   # the resolution the samples are measured at

@@ -135,22 +135,31 @@ def gallery(results_dir=None) -> str:
             + analyses(results_dir, set(studies)))
 
 
-def paper_map(studies: set[str]) -> str:
-    """The paper, item by item (manifold_lab.paper.PAPER_MAP): the laptop-scale study (linked where it has
-    results here), the full-scale cluster study and its expected cost, or why a side has none."""
+def paper_map_table(studies: set[str], link_prefix: str = "") -> str:
+    """The paper map (manifold_lab.paper.PAPER_MAP) as a markdown table: item, what, the laptop-scale study
+    (linked to ``{link_prefix}#{study}`` where it has results, else marked not run), the cluster study and its
+    expected cost, or why a side has none. The gallery uses it with no prefix, the README with
+    ``results/README.md`` (tests/test_paper_map.py checks the README holds this exact table)."""
     def cpu(s):
-        return "" if s is None else (f"[`{s}`](#{s})" if s in studies else f"`{s}` (not run here)")
-    lines = ["## The paper, item by item", "",
-             "Every numbered figure and table of the paper and the study that regenerates it: on a laptop, and as "
-             "a cluster study (`python -m manifold_lab study studies/<study>.yaml --backend slurm --set "
-             "data_path=TRAIN`) with its expected cost on 8 H100 (`manifold_lab.cost`: JiT-B/16 from a measured "
-             "rate, the others estimates).", "",
-             "| item | what | laptop study | cluster study | expected cost, or why no study |", "|---|---|---|---|---|"]
+        if s is None:
+            return ""
+        return f"[`{s}`]({link_prefix}#{s})" if s in studies else f"`{s}` (not run here)"
+    lines = ["| item | what | laptop study | cluster study | expected cost, or why no study |", "|---|---|---|---|---|"]
     for row in paper.PAPER_MAP:
         full = f"`{row['full']}`" if row["full"] else ""
         note = "; ".join(x for x in (row["cost"], row.get("none") or "") if x)
         lines.append(f"| {row['item']} | {row['what']} | {cpu(row['cpu'])} | {full} | {note} |")
     return "\n".join(lines) + "\n"
+
+
+def paper_map(studies: set[str]) -> str:
+    """The gallery's section "The paper, item by item": a lead paragraph and `paper_map_table`."""
+    lead = ["## The paper, item by item", "",
+            "Every numbered figure and table of the paper and the study that regenerates it: on a laptop, and as "
+            "a cluster study (`python -m manifold_lab study studies/<study>.yaml --backend slurm --set "
+            "data_path=TRAIN`) with its expected cost on 8 H100 (`manifold_lab.cost`: JiT-B/16 from a measured "
+            "rate, the others estimates).", ""]
+    return "\n".join(lead) + "\n" + paper_map_table(studies)
 
 
 def analyses(results_dir, studies: set[str]) -> str:
@@ -181,4 +190,14 @@ def register(sub) -> None:
                        description="Write <results>/README.md: per study its question, grid, status, figures, "
                                    "a compact table, the paper's numbers where it has them, notes and provenance.")
     p.add_argument("--results-dir", default=None, help="the results folder (default: the project's results/)")
-    p.set_defaults(func=lambda args: print(write_gallery(args.results_dir)))
+    p.add_argument("--paper-map", action="store_true",
+                   help="print the paper map table as the project's README holds it (links into results/README.md) "
+                        "and write nothing")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> None:
+    if args.paper_map:
+        print(paper_map_table(set(explore.list_studies(args.results_dir)), link_prefix="results/README.md"), end="")
+    else:
+        print(write_gallery(args.results_dir))

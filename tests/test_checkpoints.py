@@ -325,6 +325,7 @@ def test_prepare_ref_output_reads_like_the_official_stats(run, tmp_path):
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
     from manifold_lab.evaluate import fid as fid_mod
+    from manifold_lab.evaluate import ref_stats
 
     ref = tmp_path / "ref.npz"
     assert main(["prepare-ref", "--data-path", str(run["data"]), "--img-size", "16", "--out", str(ref),
@@ -346,7 +347,7 @@ def test_prepare_ref_output_reads_like_the_official_stats(run, tmp_path):
     assert a["fid"] == b["fid"]
     np.savez(tmp_path / "bad.npz", mu=np.zeros(3), sigma=np.zeros((2, 2)))
     with pytest.raises(ConfigError, match="need a finite mu"):
-        fid_mod.load_ref_stats(tmp_path / "bad.npz")
+        ref_stats.load_ref_stats(tmp_path / "bad.npz")
 
 
 def test_ema_index_is_the_one_emaN_parser():

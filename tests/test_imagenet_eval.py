@@ -11,6 +11,7 @@ from imagenet_helpers import make_image_folder, tiny_overrides
 from PIL import Image
 
 from manifold_lab.data.imagefolder import load_image
+from manifold_lab.evaluate import features, ref_stats
 from manifold_lab.evaluate import fid as fid_mod
 from manifold_lab.evaluate.generate import class_balanced_labels, generate_samples, load_for_sampling, rank_range
 from manifold_lab.sample import SamplingConfig
@@ -70,12 +71,12 @@ def test_fid_matches_torch_fidelity_calculate_metrics(run, tmp_path):
     ref_dir.mkdir()
     for i, p in enumerate(sorted(data.rglob("*.*"))):
         Image.fromarray(load_image(str(p), 16).permute(1, 2, 0).numpy()).save(ref_dir / f"{i:04d}.png")
-    stats = fid_mod.prepare_ref(data, tmp_path / "ref.npz", img_size=16, kind="tiny", verbose=False)
+    stats = ref_stats.prepare_ref(data, tmp_path / "ref.npz", img_size=16, kind="tiny", verbose=False)
     net, den, cfg, _ = load_for_sampling(str(run / "run"), "ema2")
     s10 = SamplingConfig(ema="ema2", n_samples=20, cfg_scale=1.5, sample_steps=3, batch_size=10)
     samples = generate_samples(net, den, s10, out_dir=tmp_path / "s", img_size=16, num_classes=3, progress=False)
     ours = fid_mod.evaluate_folder(samples, stats, kind="tiny", batch_size=8)
-    kw = fid_mod.fidelity_kwargs("tiny", batch_size=8)
+    kw = features.fidelity_kwargs("tiny", batch_size=8)
     theirs = torch_fidelity.calculate_metrics(input1=str(samples), input2=str(ref_dir), isc=True, fid=True,
                                               **{k: v for k, v in kw.items() if k != "samples_find_ext"})
     assert ours["num_samples"] == 20 and np.isfinite(ours["fid"]) and ours["fid"] > 0
@@ -111,10 +112,10 @@ def test_sweep_end_to_end(run, tmp_path, capsys):
 
 
 def test_missing_inception_weights_says_how_to_get_them(tmp_path, monkeypatch, capsys):
-    monkeypatch.delenv(fid_mod.ENV_WEIGHTS, raising=False)
-    with pytest.raises(FileNotFoundError, match=fid_mod.ENV_WEIGHTS):
-        fid_mod.resolve_inception_weights(None)
-    monkeypatch.setenv(fid_mod.ENV_WEIGHTS, str(tmp_path / "w.pth"))
+    monkeypatch.delenv(features.ENV_WEIGHTS, raising=False)
+    with pytest.raises(FileNotFoundError, match=features.ENV_WEIGHTS):
+        features.resolve_inception_weights(None)
+    monkeypatch.setenv(features.ENV_WEIGHTS, str(tmp_path / "w.pth"))
     from manifold_lab.cli import main
     (tmp_path / "s").mkdir()
     np.savez(tmp_path / "ref.npz", mu=np.zeros(2048), sigma=np.eye(2048))
@@ -122,7 +123,7 @@ def test_missing_inception_weights_says_how_to_get_them(tmp_path, monkeypatch, c
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "weights-inception-2015-12-05" in err and "--inception-weights" in err
     with pytest.raises(FileNotFoundError, match="prepare-ref"):
-        fid_mod.load_ref_stats(tmp_path / "nope.npz")
+        ref_stats.load_ref_stats(tmp_path / "nope.npz")
 
 
 def test_guidance_interval_with_zero_lower_bound_guides_from_t0():

@@ -41,3 +41,16 @@ def test_full_scale_studies_run_shrunken_in_the_tests():
 
     shrunken = set(mod.SHRINK) | set(mod.FROM_RUN) | {"imagenet_scale"}   # imagenet_scale: the scale_point fixture
     assert {r["full"] for r in PAPER_MAP if r["full"]} <= shrunken
+
+
+def test_readme_holds_the_generated_paper_map():
+    """The README's paper map is ``python -m manifold_lab report --paper-map``'s output (links into the
+    gallery), not a hand copy that goes stale when PAPER_MAP changes."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "manifold_lab", "report", "--paper-map"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("| item | what |") and len(out.splitlines()) == len(PAPER_MAP) + 2
+    assert out in (ROOT / "README.md").read_text(), \
+        "README's paper map is stale: paste `python -m manifold_lab report --paper-map` into it"

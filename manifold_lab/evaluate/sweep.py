@@ -28,7 +28,8 @@ from manifold_lab.config import (
     config_to_flags,
     overrides_from_args,
 )
-from manifold_lab.evaluate.fid import EXTRACTORS, describe_ref_stats, evaluate_folder, fidelity_kwargs, load_ref_stats
+from manifold_lab.evaluate.features import EXTRACTORS, fidelity_kwargs
+from manifold_lab.evaluate.fid import evaluate_folder
 from manifold_lab.evaluate.generate import (
     add_checkpoint_flag,
     generate_samples,
@@ -36,6 +37,7 @@ from manifold_lab.evaluate.generate import (
     resolve_sampling,
     sampling_from_args,
 )
+from manifold_lab.evaluate.ref_stats import describe_ref_stats, load_ref_stats
 from manifold_lab.io import check_writable_dir, save_figure, save_table, write_json
 from manifold_lab.plots.sweep import plot_sweep
 from manifold_lab.sample import SamplingConfig, check_ema

@@ -118,3 +118,56 @@ def fig_memorisation_samples(summary: pd.DataFrame, study_dir: Path):
     fig.suptitle(f"D = {runs['D'].min()}: model a (colour), model b (grey), a's training set (x)", y=1.0, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+@register("n_star_vs_k")
+def fig_n_star_vs_k(summary: pd.DataFrame, study_dir: Path):
+    """Left: each model's copy share over its (floored) null against N, one colour per manifold dimension k,
+    the rule's factor dashed; right: N* against k (crosses: models a and b; triangles: censored, N* beyond
+    the grid) with the exponential and power fits on both models. Writes n_star.csv and n_star_fit.csv
+    (manifold_lab.sample_complexity states the rule)."""
+    from manifold_lab import io
+    from manifold_lab import sample_complexity as sc
+
+    n_samples = int(summary["n_samples"].iloc[0]) if "n_samples" in summary else sc.N_SAMPLES_DEFAULT
+    ratios = sc.copy_ratio_table(summary, n_samples)
+    table = sc.n_star_table(summary, n_samples)
+    fit = sc.fit_n_star(table)
+    io.save_table(Path(study_dir) / "n_star.csv", table)
+    io.save_table(Path(study_dir) / "n_star_fit.csv", fit)
+    ks = sorted(ratios["k"].unique())
+    colors = dict(zip(ks, plt.cm.viridis(np.linspace(0.05, 0.85, len(ks)))))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for k in ks:
+        for m, ls in (("a", "-"), ("b", "--")):
+            s = ratios[(ratios["k"] == k) & (ratios["model"] == m)].groupby("n_train")["ratio"].mean()
+            ax.plot(s.index, s.clip(lower=1e-2).values, ls, marker="o", ms=3, color=colors[k],
+                    label=f"k = {int(k)}" if m == "a" else None)
+    ax.axhline(sc.FACTOR, color="0.3", ls=":", lw=1.2, label=f"rule: {sc.FACTOR:g}x the null")
+    ax.set(xscale="log", yscale="log", xlabel="training-set size N (per model)",
+           ylabel="copy share / null (null floored at 1/n_samples)")
+    ax.set_title("copying a training point (in the data's subspace); solid: model a, dashed: b", fontsize=9)
+    ax.legend(fontsize=8)
+    n_max = int(table["n_max"].max())
+    for m, marker in (("a", "x"), ("b", "+")):
+        sub = table[table["model"] == m]
+        done = sub[~sub["censored"]]
+        bx.scatter(done["k"], done["n_star"], marker=marker, s=60, color="k", label=f"N*, model {m}")
+        cens = sub[sub["censored"]]
+        if len(cens):
+            bx.scatter(cens["k"], [2 * n_max] * len(cens), marker="^", s=50, facecolor="none", edgecolor="crimson",
+                       label="beyond the grid" if m == "a" else None)
+    kk = np.linspace(min(ks), max(ks), 50)
+    for form, ls in (("exponential", "-"), ("power", "--")):
+        row = fit[(fit["model"] == "both") & (fit["form"] == form)]
+        if len(row):
+            r = row.iloc[0]
+            y = r["a"] * (r["c"] ** kk if form == "exponential" else kk ** r["b"])
+            bx.plot(kk, y, ls, color="tab:blue", label=f"{r['formula']} (rms {r['rms_log2']:.2f} in log2)")
+    bx.set(yscale="log", xlabel="manifold dimension k", ylabel="N* (memorisation -> generalisation)")
+    bx.set_xticks(ks, [str(int(k)) for k in ks])
+    D = ", ".join(str(int(x)) for x in sorted(table["D"].unique()))
+    bx.set_title(f"N* against k at D = {D}", fontsize=9)
+    bx.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -6,7 +6,10 @@
 #      useful TFLOP/s against the measured bf16 matmul rate), with a profile;
 #   3. forward: JiT-B/16 forward pass and one guided sampling batch (Heun 50, cfg 3.0);
 #   4. trainer: JiT-B/16 through the real trainer on generated JPEGs and their shards (no checkpoint files);
-#   5. loader: where the data loader's time goes, per CPU worker.
+#   5. loader: where the data loader's time goes, per CPU worker;
+#   6. (only when asked: bash benchmarks/gpu_suite.sh 6, about an hour) the wall time of whole studies on one
+#      GPU with several small runs at once: toy_fig2, image_pred_loss (the Table-2 analogue, 3 seeds; target
+#      at most 10 minutes on an H100) and toy_phase, into $OUT/studies/ and $OUT/study_<name>.json.
 # Results land in $OUT (default ./gpu_out) as <name>.json; compare two runs with
 #   python -m benchmarks compare OLD/step_b16.json NEW/step_b16.json
 # bash benchmarks/gpu_suite.sh [SECTION ...] (default: all)
@@ -18,6 +21,7 @@ export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 fails=()
 SECTIONS=" ${*:-1 2 3 4 5} "
+STUDY_WORKERS=${STUDY_WORKERS:-8}   # small runs at once on the one GPU (section 6)
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 section() { echo; echo "=== $1 ($(date +%T))"; }
 check() { if [ "$1" -ne 0 ]; then fails+=("$2"); echo "FAILED: $2"; fi; }
@@ -41,6 +45,19 @@ if want 4; then section "4. trainer: JiT-B/16 through generated JPEGs and shards
 fi
 if want 5; then section "5. loader: per-worker costs"
   bench 300 loader --name loader
+fi
+if want 6; then section "6. studies on one GPU, $STUDY_WORKERS runs at once: toy_fig2, image_pred_loss, toy_phase"
+  for study in toy_fig2 image_pred_loss toy_phase; do
+    "$PY" -m manifold_lab study "studies/$study.yaml" --plan --set device=cuda --workers "$STUDY_WORKERS" \
+      --results-dir "$OUT/studies" | tail -3
+    t0=$(date +%s)
+    timeout 3000 "$PY" -m manifold_lab study "studies/$study.yaml" --set device=cuda --workers "$STUDY_WORKERS" \
+      --results-dir "$OUT/studies" --no-progress 2>&1 | tail -3
+    rc=${PIPESTATUS[0]}
+    echo "{\"study\": \"$study\", \"workers\": $STUDY_WORKERS, \"wall_s\": $(( $(date +%s) - t0 )), \"rc\": $rc}" \
+      | tee "$OUT/study_$study.json"
+    check "$rc" "study $study"
+  done
 fi
 
 echo

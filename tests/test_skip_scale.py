@@ -122,6 +122,9 @@ def test_study_runs_shrunken_through_the_runner(study, tmp_path, monkeypatch):
     assert {"nn_dist" if study.startswith("toy") else "fd_feat"} <= set(summary["metric"])
     for name in spec.figures:
         assert (tmp_path / study / f"fig_{name}.png").stat().st_size > 5_000, name
+    if "skip_ratio" in spec.figures:                                    # the figure's tidy table beside it
+        ratios = pd.read_csv(tmp_path / study / "skip_ratio.csv")
+        assert set(ratios["long_skip"]) <= {True, False} and ratios["ratio"].notna().any()
 
 
 @pytest.mark.parametrize("study, points", [("toy_phase_seeds", 102), ("toy_sample_complexity", 28)])

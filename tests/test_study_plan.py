@@ -61,3 +61,13 @@ def test_plan_into_a_scratch_results_folder_uses_the_committed_times(tmp_path, m
     total = next(line for line in out.splitlines() if line.startswith("total: ~"))
     assert "without one" not in total and "nearest recorded: toy_fig2" in out, out
     assert not scratch.exists()
+
+
+def test_plan_for_a_gpu_says_the_recorded_times_are_cpu_times(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    assert main(["study", "studies/toy_fig2.yaml", "--plan", "--results-dir", str(tmp_path / "s"),
+                 "--set", "device=cuda", "--workers", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "device cuda" in out.splitlines()[0] and "recorded on CPUs" in out and "gpu_suite.sh 6" in out
+    assert main(["study", "studies/toy_fig2.yaml", "--plan", "--results-dir", str(tmp_path / "s")]) == 0
+    assert "recorded on CPUs" not in capsys.readouterr().out

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from manifold_lab import io
 from manifold_lab.plots import register
 from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER, theme
 
@@ -139,8 +140,10 @@ def skip_ratios(summary: pd.DataFrame) -> pd.DataFrame:
 @register("skip_ratio")
 def fig_skip_ratio(summary: pd.DataFrame, study_dir: Path):
     """Each target's metric over plain x-prediction's per cell, without (open) and with (filled) the long skip;
-    bars: the mean over seeds, dots: each seed; dashed: the failure threshold 3."""
+    bars: the mean over seeds, dots: each seed; dashed: the failure threshold 3. Writes skip_ratio.csv (the
+    ratios, tidy) beside the figure."""
     r = skip_ratios(summary)
+    io.save_table(Path(study_dir) / "skip_ratio.csv", r)
     cells = list(dict.fromkeys(r["cell"]))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cells) + 2), 4.0))
     combos = [(p, s) for p in PRED_ORDER for s in (False, True) if ((r["pred"] == p) & (r["long_skip"] == s)).any()]

@@ -256,4 +256,8 @@ def plan(spec: StudySpec, results_dir: str | Path = "results", *, workers: int |
             (f"scale: this machine's one-thread fp32 sgemm {here:.0f} GFLOP/s; a time recorded with a rate is scaled "
              "by (its rate / this one); the committed summaries record none: assumed as fast as this machine (x1.00)"),
             "nothing was run or written (--plan)"]
+    if any(str(p.get("device", "cpu")).startswith("cuda") for _, p in points):
+        tail.insert(-1, "device cuda: the committed times were recorded on CPUs, so for a GPU they are no estimate "
+                        "(a GPU runs these small nets far faster); `bash benchmarks/gpu_suite.sh 6` measures studies "
+                        "on one GPU")
     return "\n".join([head, *lines, *tail]), total / n

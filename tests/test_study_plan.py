@@ -71,3 +71,14 @@ def test_plan_for_a_gpu_says_the_recorded_times_are_cpu_times(tmp_path, monkeypa
     assert "device cuda" in out.splitlines()[0] and "recorded on CPUs" in out and "gpu_suite.sh 6" in out
     assert main(["study", "studies/toy_fig2.yaml", "--plan", "--results-dir", str(tmp_path / "s")]) == 0
     assert "recorded on CPUs" not in capsys.readouterr().out
+
+
+def test_plan_in_fast_mode_divides_fp32_records_by_the_measured_gain(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(plan, "sgemm_gflops", lambda: 100.0)
+    spec = load_study(ROOT / "studies" / "toy_fig2.yaml")
+    _, fp32 = plan.plan(spec, tmp_path / "s")
+    fast = load_study(ROOT / "studies" / "toy_fig2.yaml")
+    fast.override(["precision=bf16", "compile=true"])
+    text, wall = plan.plan(fast, tmp_path / "s")
+    assert wall == pytest.approx(fp32 / plan.FAST_GAIN["toy"], rel=1e-6) and "for bf16" in text

@@ -92,11 +92,15 @@ def _comparable(value):
     return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
 
 
+IGNORED = {"seed", "precision", "compile"}
+
+
 def _distance(point: dict, record: dict) -> float:
-    """0 for the same parameters (seed aside); each differing parameter adds |log ratio| (numbers) or 1."""
-    d = 0.5 * len(set(record) - set(point) - {"seed"})     # set there, the notebook's default here
+    """0 for the same parameters (seed and the fast-mode knobs aside: ``_fast_gain`` accounts for those); each
+    differing parameter adds |log ratio| (numbers) or 1."""
+    d = 0.5 * len(set(record) - set(point) - IGNORED)     # set there, the notebook's default here
     for key, value in point.items():
-        if key == "seed":
+        if key in IGNORED:
             continue
         if key not in record:
             d += 0.5
@@ -173,8 +177,24 @@ def _records(spec: StudySpec, results_dir: Path, studies_dir: Path) -> list[dict
 def _own_run(study_dir: Path, run_id: str) -> dict | None:
     record = io.read_json_or_warn(results.run_dir(study_dir, run_id) / "run.json", consequence="not used by --plan")
     if record and isinstance(record.get("wall_s"), (int, float)):
-        return {"_s": float(record["wall_s"]), "gflops": record.get("sgemm_gflops"), "source": f"run.json {run_id}"}
+        return {"_s": float(record["wall_s"]), "gflops": record.get("sgemm_gflops"), "source": f"run.json {run_id}",
+                "params": record.get("params") or {}}
     return None
+
+
+# the fast CPU mode's measured gain over fp32 (2026-12-06, Intel Xeon with AMX, one thread per run): the toy's
+# whole study toy_fig2 with bf16 + a warm compile cache ran 1.72x faster; the image JiT's step 1.80-2.24x
+# (benchmarks step, bf16 + compile), the lower end taken. Applied to a bf16 point estimated from an fp32 record.
+FAST_GAIN = {"toy": 1.7, "image": 1.8}
+
+
+def _fast_gain(point: dict, record: dict, notebook: str) -> float:
+    """How much faster the point runs than the record it is estimated from: FAST_GAIN where the point asks for
+    bf16 on the CPU and the record does not, else 1."""
+    if str(point.get("precision")) != "bf16" or str(record.get("precision")) == "bf16" \
+            or str(point.get("device", "cpu")).startswith("cuda"):
+        return 1.0
+    return next((g for kind, g in FAST_GAIN.items() if kind in notebook and "imagenet" not in notebook), 1.0)
 
 
 def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], notebook: str,
@@ -193,7 +213,10 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
                    "source": f"nearest recorded: {best['source']}"}
     if own is not None:
         scale = own["gflops"] / here if own.get("gflops") else 1.0
-        return own["_s"] * scale, own["source"]
+        gain, source = _fast_gain(point, own.get("params", {}), notebook), own["source"]
+        if gain != 1.0:
+            source += f", /{gain:g} for bf16 (measured fast-mode gain)"
+        return own["_s"] * scale / gain, source
     if notebook in ASSUMED:
         per, key, ref, text = ASSUMED[notebook]
         return per * float(point.get(key, ref)), text

@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "manifold_lab"
 LAYERS = [
     ("ground", {"checks", "io", "paper", "cost", "paths", "run_files", "seeds"}),
     ("core", {"param", "schedule", "device", "config", "nets", "data"}),
-    ("objective, sampling, metrics, plots", {"denoiser", "sample", "metrics", "plots"}),
+    ("objective, sampling, metrics, plots", {"denoiser", "sample", "metrics", "sample_complexity", "plots"}),
     ("train, evaluate", {"train", "evaluate"}),
     ("runs", {"toy", "image_study", "image_id", "id_accuracy", "intrinsic", "memorisation", "imagenet_study", "runs"}),
     ("studies", {"studies", "bridge", "explore", "explore_widgets", "report"}),

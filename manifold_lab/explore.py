@@ -292,6 +292,11 @@ VIEWS = {
     "toy_phase_long": ("nn_dist", ["hidden_size", "D"], "pred"),
     "toy_intrinsic_dim": ("id_twonn_samples_proj_x", ["dist", "d"], "D"),
     "toy_memorisation": ("copy_share_proj", ["D", "pred"], "n_train"),
+    "toy_preconditioner": ("nn_dist", ["D", "loss"], "pred"), "image_preconditioner": ("fd_feat", "loss", "pred"),
+    "image_skip": ("fd_feat", ["patch_size", "long_skip"], "pred"),
+    "toy_skip": ("nn_dist", ["hidden_size", "D", "long_skip"], "pred"),
+    "toy_data_scale": ("nn_dist", ["D", "data_scale"], "pred"), "toy_phase_seeds": ("nn_dist", ["hidden_size", "D"], "pred"),
+    "toy_sample_complexity": ("copy_share_proj", ["dist", "d"], "n_train"),
 }
 
 
@@ -305,8 +310,8 @@ def default_view(df: pd.DataFrame) -> tuple[str, str | list, str]:
     metric = next((m for m in PREFERRED_METRICS if m in metrics), metrics[0])
     varied = [c for c in parameters(df) if c != "seed" and c not in DERIVED_SETTINGS and df[c].nunique() > 1]
     cols = "pred" if "pred" in varied else (varied[1] if len(varied) > 1 else "seed")
-    rows = next((c for c in varied if c != cols), "run_id")
-    return metric, rows, cols
+    rows = [c for c in varied if c != cols]     # every other varied parameter: only seeds are averaged over
+    return metric, (rows[0] if len(rows) == 1 else rows or "run_id"), cols
 
 
 def run_images(study: str, run_id: str, results_dir=None) -> list[Path]:

@@ -18,7 +18,8 @@ from manifold_lab import explore, io, paper, paths
 
 ORDER = ("toy_fig2", "toy_pred_loss", "toy_preconditioner", "image_pred_loss", "image_width", "image_patch",
          "image_bottleneck", "image_noise_shift", "toy_phase", "toy_phase_long", "toy_intrinsic_dim",
-         "image_intrinsic_dim", "toy_memorisation")
+         "image_intrinsic_dim", "toy_memorisation", "toy_sample_complexity", "image_skip", "toy_skip",
+         "toy_data_scale", "toy_phase_seeds")
 
 
 def fmt(x) -> str:

@@ -210,7 +210,7 @@ def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
             if i == 0:
                 ax.set_title(f"{pred}-pred", fontsize=10)
             if j == 0:
-                ax.set_ylabel(_label(dict(zip(facets, key)), facets), fontsize=8)
+                ax.set_ylabel(_label(dict(zip(facets, key)), facets).replace(", ", "\n"), fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -125,12 +125,13 @@ def fig_pred_loss_heatmap(summary: pd.DataFrame, study_dir: Path, metric: str = 
 def skip_ratios(summary: pd.DataFrame) -> pd.DataFrame:
     """Per (cell, pred, long_skip, seed): the metric (nn_dist for the toy, fd_feat for images) over plain
     x-prediction's (long_skip false) at the same cell and seed. Cell: every parameter but pred, seed,
-    long_skip. Columns: cell (text), pred, long_skip, seed, value, ratio."""
+    long_skip and the derived parameter count ``params`` (the skip's gates add to it). Columns: cell (text), pred,
+    long_skip, seed, value, ratio."""
     metric = "nn_dist" if "nn_dist" in set(summary["metric"]) else "fd_feat"
     df = summary[summary["metric"] == metric].copy()
-    skip = {"study", "run_id", "metric", "value", "pred", "seed", "long_skip"}
+    skip = {"study", "run_id", "metric", "value", "pred", "seed", "long_skip", "params"}
     keys = [c for c in df.columns if c not in skip and df[c].nunique() > 1]
-    df["cell"] = df[keys].astype(str).agg(" ".join, axis=1) if keys else "all"
+    df["cell"] = df[keys].apply(lambda r: " ".join(f"{k}={r[k]}" for k in keys), axis=1) if keys else "all"
     df["long_skip"] = df["long_skip"].astype(str).str.lower().isin(["true", "1", "1.0"])
     ref = df[(df["pred"] == "x") & ~df["long_skip"]].set_index(["cell", "seed"])["value"]
     df["ratio"] = df["value"].to_numpy() / ref.reindex(list(zip(df["cell"], df["seed"]))).to_numpy()
@@ -155,9 +156,10 @@ def fig_skip_ratio(summary: pd.DataFrame, study_dir: Path):
         ax.bar(np.arange(len(cells)) + (i - (len(combos) - 1) / 2) * width, mean, width,
                color=PRED_COLORS[p] if s else "none", edgecolor=PRED_COLORS[p], label=f"{p}{' + skip' if s else ''}")
         ax.scatter(pos, sub["ratio"], s=8, color="k", zorder=3)
-    ax.axhline(3.0, ls="--", color="0.4", lw=1)
-    ax.set_xticks(range(len(cells)), cells, rotation=20, fontsize=7)
-    ax.set(yscale="log", ylabel="metric / plain x-prediction's")
+    ax.axhline(3.0, ls="--", color="0.4", lw=1, label="3x: the failure threshold")
+    ax.set_xticks(range(len(cells)), [c.replace(" ", "\n") for c in cells], fontsize=7)
+    metric = "nn_dist" if "nn_dist" in set(summary["metric"]) else "fd_feat"
+    ax.set(yscale="log", ylabel=f"{metric} / plain x-prediction's\n(same cell and seed; dots: seeds)")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     return fig

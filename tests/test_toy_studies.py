@@ -148,6 +148,39 @@ def test_a_boundary_across_cells_not_run_is_bracketed_not_interpolated(tmp_path)
     figure_registry()["phase_diagram"](summary[~gone], tmp_path)           # draws with cells missing
 
 
+def test_boundary_over_seeds_gives_a_range_and_a_bootstrap_interval(tmp_path):
+    """Seed 0 runs the whole grid, seeds 1 and 2 only v's two deciding cells per width (as toy_phase_seeds):
+    each seed's own D* (a = 0.4, 0.5, 0.6), their range in boundary.csv, and an interval on b around 1."""
+    from manifold_lab.plots.phase import boundary_by_seed
+
+    parts = []
+    for seed, a in ((0, 0.5), (1, 0.4), (2, 0.6)):
+        part = _synthetic_phase(a=a).assign(seed=seed)
+        if seed:
+            lo = {w: max(D for D in (8, 32, 128, 512, 2048) if D <= a * w) for w in (64, 128, 256, 512, 1024)}
+            low = part["hidden_size"].map(lo)
+            part = part[part["pred"].isin(["x", "v"]) & ((part["D"] == low) | (part["D"] == 4 * low))]
+        parts.append(part.assign(run_id=part["run_id"] + f"-s{seed}"))
+    summary = pd.concat(parts, ignore_index=True)
+    per = boundary_by_seed(summary).query("target == 'v'").set_index(["hidden_size", "seed"])
+    for seed, a in ((0, 0.5), (1, 0.4), (2, 0.6)):
+        np.testing.assert_allclose(per.xs(seed, level="seed")["D_star"], a * per.xs(seed, level="seed").index,
+                                   rtol=1e-9)
+    bound = boundary_table(summary).query("target == 'v'").set_index("hidden_size")
+    assert (bound["n_seeds"] == 3).all()
+    np.testing.assert_allclose(bound["D_star_min"], 0.4 * bound.index.to_numpy(float), rtol=1e-9)
+    np.testing.assert_allclose(bound["D_star_max"], 0.6 * bound.index.to_numpy(float), rtol=1e-9)
+    fit = fit_boundary(boundary_table(summary), boundary_by_seed(summary)).set_index("target").loc["v"]
+    assert fit["n_boot"] > 0 and fit["b_lo"] < 1.0 < fit["b_hi"] and fit["b_hi"] - fit["b_lo"] < 0.5
+    assert fit["a_lo"] < fit["a"] < fit["a_hi"] and "(b " in fit["formula"]
+    assert fit_boundary(boundary_table(summary)).set_index("target").loc["v", "n_boot"] == 0   # no seeds given
+    from manifold_lab.plots import figure_registry
+
+    figure_registry()["phase_diagram"](summary, tmp_path)
+    written = pd.read_csv(tmp_path / "boundary.csv").query("target == 'v'")
+    assert {"D_star_min", "D_star_max", "n_seeds"} <= set(written.columns)
+
+
 # ---- the id command ------------------------------------------------------------------------------------
 def test_id_command_prints_and_writes_json(tmp_path, capsys):
     out = tmp_path / "id.json"

@@ -7,6 +7,13 @@ in log D and log ratio between the last passing D and the first failing D when b
 power law D* = a * width^b by least squares in log-log over the widths with a crossing inside the grid;
 widths that fail at the smallest D, pass at the largest, or have cells missing at the edge only bound D*.
 
+Over seeds (:func:`boundary_by_seed`): the same rule on each seed's own cells gives one D* per seed where
+that seed ran both deciding cells; ``boundary.csv`` carries their range (``D_star_min``, ``D_star_max``,
+``n_seeds``) beside the D* of the seed-mean, and the fit an interval on a and b (2.5-97.5 % of a bootstrap
+over seeds: per width one of its seeds' D* drawn at random, :data:`N_BOOT` times). The ``phase_diagram``
+figure adds the seeds of the sibling study ``toy_phase_seeds`` (its summary.csv, when present) to the
+study's own.
+
 The ``phase_diagram`` figure writes both tables next to the summary (``boundary.csv``, ``boundary_fit.csv``)
 through :func:`manifold_lab.io.save_table`, because the runner only draws figures from the summary.
 """
@@ -25,6 +32,7 @@ from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER
 
 FACTOR = 3.0
 METRIC = "nn_dist"
+N_BOOT = 2000
 
 
 def cell_table(summary: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
@@ -78,23 +86,72 @@ def boundary_table(summary: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
             sub = sub.droplevel("hidden_size").reindex(Ds)
             ratio = (sub[target] / sub["x"]).replace(np.inf, 1e9) if "x" in sub else pd.Series(math.nan, index=Ds)
             rows.append({"target": target, "hidden_size": int(width), **_crossing(Ds, ratio.tolist())})
+    out = pd.DataFrame(rows)
+    if "seed" in summary.columns and not out.empty:
+        per = boundary_by_seed(summary, metric)
+        got = per[per["D_star"].notna()].groupby(["target", "hidden_size"])["D_star"]
+        rng = pd.DataFrame({"D_star_min": got.min(), "D_star_max": got.max(), "n_seeds": got.count()}).reset_index()
+        out = out.merge(rng, on=["target", "hidden_size"], how="left")
+        out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+    return out
+
+
+def boundary_by_seed(summary: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
+    """One row per (target, width, seed): the boundary from that seed's cells alone (columns of
+    :func:`boundary_table` plus ``seed``); a cell the seed did not run is unknown, so a seed with only the
+    two deciding cells of a width still gives its D* when they are neighbours in the grid's D."""
+    df = summary[summary["metric"] == metric]
+    Ds = sorted(df["D"].unique())
+    rows = []
+    for seed, sub in df.groupby("seed"):
+        cells = sub.pivot_table(index=["hidden_size", "D"], columns="pred", values="value", aggfunc="mean")
+        for target in [p for p in PRED_ORDER if p != "x" and p in cells.columns]:
+            for width, c in cells.groupby(level="hidden_size"):
+                c = c.droplevel("hidden_size").reindex(Ds)
+                ratio = (c[target] / c["x"]).replace(np.inf, 1e9) if "x" in c else pd.Series(math.nan, index=Ds)
+                rows.append({"target": target, "hidden_size": int(width), "seed": int(seed),
+                             **_crossing(Ds, ratio.tolist())})
     return pd.DataFrame(rows)
 
 
-def fit_boundary(boundary: pd.DataFrame) -> pd.DataFrame:
+FIT_COLUMNS = ["target", "a", "b", "n_widths", "widths", "formula", "a_lo", "a_hi", "b_lo", "b_hi", "n_boot"]
+
+
+def _power_fit(widths, d_star) -> tuple[float, float]:
+    b, loga = np.polyfit(np.log(np.asarray(widths, float)), np.log(np.asarray(d_star, float)), 1)
+    return math.exp(loga), float(b)
+
+
+def fit_boundary(boundary: pd.DataFrame, by_seed: pd.DataFrame | None = None, n_boot: int = N_BOOT) -> pd.DataFrame:
     """Per target: the power law D* = a * width^b fitted in log-log over the widths whose status starts with
-    'crossing' (columns target, a, b, n_widths, widths, formula); NaN a, b with fewer than two widths."""
+    'crossing' (columns target, a, b, n_widths, widths, formula); NaN a, b with fewer than two widths.
+    With ``by_seed`` (:func:`boundary_by_seed`), also a_lo, a_hi, b_lo, b_hi: the 2.5-97.5 % interval of a
+    bootstrap over seeds (per fitted width one of its seeds' crossing D* drawn at random, seeded; n_boot
+    times). One seed per width gives a zero-width interval: it says nothing about seeds, and n_boot is 0."""
     rows = []
     for target, sub in boundary.groupby("target", sort=False):
         use = sub[sub["status"].str.startswith("crossing") & sub["D_star"].notna()]
         a = b = math.nan
         if len(use) >= 2 and use["hidden_size"].nunique() >= 2:
-            b, loga = np.polyfit(np.log(use["hidden_size"].astype(float)), np.log(use["D_star"].astype(float)), 1)
-            a = math.exp(loga)
+            a, b = _power_fit(use["hidden_size"], use["D_star"])
         formula = f"D* = {a:.3g} w^{b:.2f}" if math.isfinite(b) else "no fit (fewer than 2 crossing widths)"
-        rows.append({"target": target, "a": a, "b": b, "n_widths": len(use),
-                     "widths": " ".join(str(int(w)) for w in use["hidden_size"]), "formula": formula})
-    return pd.DataFrame(rows, columns=["target", "a", "b", "n_widths", "widths", "formula"])
+        row = {"target": target, "a": a, "b": b, "n_widths": len(use),
+               "widths": " ".join(str(int(w)) for w in use["hidden_size"]), "formula": formula,
+               "a_lo": math.nan, "a_hi": math.nan, "b_lo": math.nan, "b_hi": math.nan, "n_boot": 0}
+        if by_seed is not None and math.isfinite(b):
+            seeds = by_seed[(by_seed["target"] == target) & by_seed["status"].str.startswith("crossing")
+                            & by_seed["D_star"].notna() & by_seed["hidden_size"].isin(use["hidden_size"])]
+            per_width = [g["D_star"].to_numpy(float) for _, g in seeds.groupby("hidden_size")]
+            widths = [w for w, _ in seeds.groupby("hidden_size")]
+            if len(widths) >= 2 and max(len(p) for p in per_width) > 1:
+                rng = np.random.default_rng(0)
+                boot = np.array([_power_fit(widths, [p[rng.integers(len(p))] for p in per_width])
+                                 for _ in range(n_boot)])
+                (a_lo, b_lo), (a_hi, b_hi) = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+                row |= {"a_lo": a_lo, "a_hi": a_hi, "b_lo": b_lo, "b_hi": b_hi, "n_boot": n_boot,
+                        "formula": f"{formula} (b {b_lo:.2f}-{b_hi:.2f})"}
+        rows.append(row)
+    return pd.DataFrame(rows, columns=FIT_COLUMNS)
 
 
 def _draw_boundary(ax, rows: pd.DataFrame, widths: list, Ds: list) -> None:
@@ -122,6 +179,11 @@ def _draw_fit(ax, fit: pd.Series, rows: pd.DataFrame, widths: list, Ds: list) ->
     star = rows[rows["D_star"].notna()]
     ax.plot(to_x(np.log(star["hidden_size"].astype(float))), to_y(np.log(star["D_star"].astype(float))), "o",
             color="cyan", mec="k", ms=6, zorder=5)
+    if "n_seeds" in rows:
+        ranged = rows[rows["n_seeds"] > 1]
+        for _, r in ranged.iterrows():
+            x = to_x(np.log(float(r["hidden_size"])))
+            ax.plot([x, x], to_y(np.log([r["D_star_min"], r["D_star_max"]])), color="cyan", lw=1.5, zorder=4)
     if math.isfinite(fit["b"]):
         w = np.geomspace(min(widths), max(widths), 50)
         ax.plot(to_x(np.log(w)), to_y(np.log(fit["a"] * w ** fit["b"])), "--", color="w", lw=1.5)
@@ -139,12 +201,20 @@ def _position(v, grid: np.ndarray) -> np.ndarray:
 
 
 @register("phase_diagram")
-def fig_phase_diagram(summary: pd.DataFrame, study_dir: Path, metric: str = METRIC):
-    """One heatmap per target: log10 nn_dist over width x D; the step line is the 3x-x boundary, dots its
-    interpolated D*, dashed the power-law fit (printed). Writes boundary.csv and boundary_fit.csv."""
+def fig_phase_diagram(summary: pd.DataFrame, study_dir: Path, metric: str = METRIC,
+                      seeds_study: str = "toy_phase_seeds"):
+    """One heatmap per target: log10 nn_dist over width x D (mean over seeds); the step line is the 3x-x
+    boundary, dots its interpolated D* (bars: the range over seeds), dashed the power-law fit (printed, with
+    its bootstrap interval over seeds). The seeds of the sibling study ``seeds_study`` are added when its
+    summary.csv exists. Writes boundary.csv and boundary_fit.csv."""
+    extra = Path(study_dir).parent / seeds_study / "summary.csv"
+    if extra.is_file() and Path(study_dir).name != seeds_study:
+        summary = pd.concat([summary, pd.read_csv(extra)], ignore_index=True).drop_duplicates(
+            [c for c in ("hidden_size", "D", "pred", "seed", "steps", "metric") if c in summary.columns])
     cells = cell_table(summary, metric)
     boundary, widths = boundary_table(summary, metric), sorted(cells.index.get_level_values(0).unique())
-    fit = fit_boundary(boundary) if not boundary.empty else pd.DataFrame(columns=["target", "formula", "a", "b"])
+    by_seed = boundary_by_seed(summary, metric) if "seed" in summary.columns else None
+    fit = fit_boundary(boundary, by_seed) if not boundary.empty else pd.DataFrame(columns=FIT_COLUMNS)
     io.save_table(Path(study_dir) / "boundary.csv", boundary)
     io.save_table(Path(study_dir) / "boundary_fit.csv", fit)
     Ds = sorted(cells.index.get_level_values(1).unique())

@@ -96,13 +96,13 @@ def test_data_scale_trains_on_scaled_data_and_measures_in_unit_scale(tmp_path, m
 SHRINK = {
     "toy_skip": ["cell=[{hidden_size: 16, D: 4}]", "pred=[x]", "seed=[0]", "steps=20", "batch_size=32",
                  "n_samples=100", "sample_steps=3"],
-    "toy_data_scale": ["data_scale=[0.25,4.0]", "D=[4]", "pred=[x]", "seed=[0]", "steps=20", "batch_size=32",
+    "toy_data_scale": ["data_scale=[0.25,4.0]", "D=[4]", "pred=[x,v]", "seed=[0]", "steps=20", "batch_size=32",
                        "n_samples=100", "sample_steps=3", "hidden_size=16"],
     "image_skip": ["setting=[{patch_size: 2, hidden_size: 16, steps: 3}]", "pred=[x]", "long_skip=[false,true]",
                    "seed=[0]", "batch_size=8", "n_train=64", "n_samples=16", "sample_steps=2", "feat_steps=11",
                    "warmup_steps=0", "depth=1"],
 }
-RUNS = {"toy_skip": 2, "toy_data_scale": 2, "image_skip": 2}
+RUNS = {"toy_skip": 2, "toy_data_scale": 4, "image_skip": 2}
 
 
 @pytest.mark.parametrize("study", list(SHRINK))
@@ -127,6 +127,10 @@ def test_study_runs_shrunken_through_the_runner(study, tmp_path, monkeypatch):
         # plain and skip x-prediction in one cell: every ratio is against plain x (the skip's gates, which add
         # to the derived parameter count, must not split the cell)
         assert set(ratios["long_skip"]) == {True, False} and ratios["ratio"].notna().all()
+    if "scale_ratio" in spec.figures:                                   # v over x at each data scale
+        ratios = pd.read_csv(tmp_path / study / "scale_ratio.csv")
+        assert sorted(ratios["data_scale"].unique()) == [0.25, 4.0] and ratios["ratio"].notna().all()
+        assert (ratios.loc[ratios["pred"] == "x", "ratio"] == 1).all()
 
 
 @pytest.mark.parametrize("study, points", [("toy_phase_seeds", 102), ("toy_sample_complexity", 28)])

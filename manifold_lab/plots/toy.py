@@ -172,10 +172,58 @@ def fig_scale_vs_D(summary: pd.DataFrame, study_dir: Path, metric: str = "nn_dis
     df = summary[summary["metric"] == metric].copy()
     df["value"] = df["value"].astype(float).clip(lower=1e-5, upper=1e6)
     preds = [p for p in PRED_ORDER if p in set(df["pred"])]
+    df["s"] = df["data_scale"].map(lambda v: f"{float(v):g}")
+    order = sorted(df["s"].unique(), key=float)
     fig, axes = plt.subplots(1, len(preds), figsize=(4.2 * len(preds), 3.4), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], preds):
-        sns.lineplot(df[df["pred"] == p], x="D", y="value", hue="data_scale", palette="viridis", marker="o",
-                     errorbar=("pi", 100), ax=ax)
+        sns.lineplot(df[df["pred"] == p], x="D", y="value", hue="s", hue_order=order, palette="plasma_r",
+                     marker="o", errorbar=("pi", 100), ax=ax)
         ax.set(xscale="log", yscale="log", title=f"{p}-prediction", ylabel=f"{metric} (data RMS units)")
+        ax.legend(title="data scale s", fontsize=7, title_fontsize=7)
+    fig.suptitle("Data of RMS s against unit noise (bands: min-max over seeds)", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def scale_ratios(summary: pd.DataFrame, metric: str = "nn_dist") -> pd.DataFrame:
+    """Per (data_scale, D, pred, seed): the metric over x-prediction's at the same data scale, D and seed.
+    Columns: data_scale, D, pred, seed, value, ratio."""
+    df = summary[summary["metric"] == metric]
+    wide = df.pivot_table(index=["data_scale", "D", "seed"], columns="pred", values="value", aggfunc="first")
+    out = wide.stack().rename("value").reset_index()
+    out["ratio"] = out["value"].to_numpy() / wide["x"].reindex(
+        list(zip(out["data_scale"], out["D"], out["seed"]))).to_numpy()
+    return out[["data_scale", "D", "pred", "seed", "value", "ratio"]]
+
+
+def _short(v: float, digits: int) -> str:
+    """A ratio in a heatmap cell: whole numbers from 100 on, else ``digits`` significant digits."""
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.{digits}g}"
+
+
+@register("scale_ratio")
+def fig_scale_ratio(summary: pd.DataFrame, study_dir: Path, metric: str = "nn_dist"):
+    """One heatmap per target other than x: rows the data scale s, columns D; the mean (over seeds) of the
+    metric over x-prediction's, with its seed range; outlined where every seed fails (> 3). Writes
+    scale_ratio.csv."""
+    r = scale_ratios(summary, metric)
+    io.save_table(Path(study_dir) / "scale_ratio.csv", r)
+    preds = [p for p in PRED_ORDER if p != "x" and p in set(r["pred"])]
+    fig, axes = plt.subplots(1, len(preds), figsize=(5.4 * len(preds), 3.8), squeeze=False)
+    fig.subplots_adjust(wspace=0.3)
+    for ax, p in zip(axes[0], preds):
+        g = r[r["pred"] == p].groupby(["data_scale", "D"])["ratio"]
+        mean, lo, hi = (g.agg(a).unstack("D") for a in ("mean", "min", "max"))
+        im = ax.imshow(np.log10(mean.to_numpy(float)), origin="lower", cmap="RdBu_r", vmin=-2, vmax=2, aspect="auto")
+        for (i, j), v in np.ndenumerate(mean.to_numpy(float)):
+            ax.text(j, i, f"{_short(v, 3)}\n({_short(lo.iloc[i, j], 2)}-{_short(hi.iloc[i, j], 2)})", ha="center",
+                    va="center", fontsize=7, color="w" if abs(np.log10(v)) > 1.2 else "k")
+            if lo.iloc[i, j] > 3:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="k", lw=1.5))
+        ax.set_xticks(range(mean.shape[1]), [str(int(D)) for D in mean.columns])
+        ax.set_yticks(range(mean.shape[0]), [f"{float(s):g}" for s in mean.index])
+        ax.set(xlabel="ambient dimension D", ylabel="data scale s")
+        ax.set_title(f"{p}-prediction: {metric} / x-prediction's\n(outlined: every seed > 3x)",
+                     color=PRED_COLORS[p], fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="log10 ratio")
     return fig

@@ -87,8 +87,13 @@ def test_copying_models_have_copy_share_one_and_fresh_samples_about_zero():
     assert m2["copy_share"] < 0.05 and m2["copy_share_null"] < 0.05
     assert m2["train_ratio"] == pytest.approx(1, abs=0.15) and m2["paired_dist_rel"] == 0
     assert m2["copy_threshold"] == pytest.approx(0.1 * m2["spacing"])
-    with pytest.raises(ConfigError, match="share a point"):
+    assert m2["shared_train_points"] == 0
+    with pytest.raises(ConfigError, match=f"share {len(train_a)} of {len(train_a)} points"):
         memorisation_metrics(new, new, train_a, train_a, emb, manifold, fresh)
+    few = train_b.copy()
+    few[:2] = train_a[:2]                        # two coincidences, as float32 draws of a circle give
+    m3, _ = memorisation_metrics(new, new, train_a, few, emb, manifold, fresh)
+    assert m3["shared_train_points"] == 2
 
 
 def test_off_subspace_samples_are_far_in_the_ambient_space():

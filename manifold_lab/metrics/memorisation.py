@@ -30,14 +30,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from manifold_lab.checks import ConfigError
+from manifold_lab.data.manifold import ColumnOrthogonalEmbedding
+from manifold_lab.metrics.knn import nearest
+
 # Two independent float32 draws of a continuous distribution can still hold identical points (on a circle
 # the angle has about 2^24 values: two sets of 16384 share about 16 of them). Up to this share of a set is
 # such a coincidence, counted in ``shared_train_points``; more means the sets were not drawn independently.
 MAX_SHARED = 0.01
-
-from manifold_lab.checks import ConfigError
-from manifold_lab.data.manifold import ColumnOrthogonalEmbedding
-from manifold_lab.metrics.knn import nearest
 
 
 def _nearest(points: np.ndarray, queries: np.ndarray, k: int = 1) -> np.ndarray:

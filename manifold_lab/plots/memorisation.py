@@ -168,6 +168,6 @@ def fig_n_star_vs_k(summary: pd.DataFrame, study_dir: Path):
     bx.set_xticks(ks, [str(int(k)) for k in ks])
     D = ", ".join(str(int(x)) for x in sorted(table["D"].unique()))
     bx.set_title(f"N* against k at D = {D}", fontsize=9)
-    bx.legend(fontsize=7, loc="upper left")
+    bx.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

@@ -82,3 +82,12 @@ def test_plan_in_fast_mode_divides_fp32_records_by_the_measured_gain(tmp_path, m
     fast.override(["precision=bf16", "compile=true"])
     text, wall = plan.plan(fast, tmp_path / "s")
     assert wall == pytest.approx(fp32 / plan.FAST_GAIN["toy"], rel=1e-6) and "for bf16" in text
+
+
+def test_fast_gain_applies_both_ways_and_never_on_a_gpu():
+    fp32, bf16 = {}, {"precision": "bf16"}
+    assert plan._fast_gain(bf16, fp32, "toy_manifold.ipynb") == plan.FAST_GAIN["toy"]
+    assert plan._fast_gain(fp32, bf16, "toy_memorisation.ipynb") == pytest.approx(1 / plan.FAST_GAIN["toy"])
+    assert plan._fast_gain(bf16, bf16, "image_study.ipynb") == 1.0
+    assert plan._fast_gain({**bf16, "device": "cuda"}, fp32, "toy_manifold.ipynb") == 1.0
+    assert plan._fast_gain(bf16, fp32, "imagenet_run.ipynb") == 1.0

@@ -190,11 +190,12 @@ FAST_GAIN = {"toy": 1.7, "image": 1.8}
 
 def _fast_gain(point: dict, record: dict, notebook: str) -> float:
     """How much faster the point runs than the record it is estimated from: FAST_GAIN where the point asks for
-    bf16 on the CPU and the record does not, else 1."""
-    if str(point.get("precision")) != "bf16" or str(record.get("precision")) == "bf16" \
-            or str(point.get("device", "cpu")).startswith("cuda"):
-        return 1.0
-    return next((g for kind, g in FAST_GAIN.items() if kind in notebook and "imagenet" not in notebook), 1.0)
+    bf16 on the CPU and the record was fp32, its inverse the other way round, else 1."""
+    def fast(params):
+        return str(params.get("precision")) == "bf16" and not str(params.get("device", "cpu")).startswith("cuda")
+
+    gain = next((g for kind, g in FAST_GAIN.items() if kind in notebook and "imagenet" not in notebook), 1.0)
+    return gain ** (int(fast(point)) - int(fast(record)))
 
 
 def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], notebook: str,
@@ -215,7 +216,8 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
         scale = own["gflops"] / here if own.get("gflops") else 1.0
         gain, source = _fast_gain(point, own.get("params", {}), notebook), own["source"]
         if gain != 1.0:
-            source += f", /{gain:g} for bf16 (measured fast-mode gain)"
+            source += (f", /{gain:g} for bf16 (measured fast-mode gain)" if gain > 1
+                       else f", x{1 / gain:g}: recorded in bf16 (measured fast-mode gain)")
         return own["_s"] * scale / gain, source
     if notebook in ASSUMED:
         per, key, ref, text = ASSUMED[notebook]

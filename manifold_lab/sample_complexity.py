@@ -26,7 +26,8 @@ N_SAMPLES_DEFAULT = 2000      # ToyConfig.n_samples: the floor of the null is 1 
 KEYS = ["dist", "d", "k", "D", "pred", "seed"]
 
 
-def _wide(summary: pd.DataFrame) -> pd.DataFrame:
+def wide(summary: pd.DataFrame) -> pd.DataFrame:
+    """The long summary as one row per run: its parameters, then a column per metric."""
     keys = [c for c in summary.columns if c not in ("study", "metric", "value")]
     return summary.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
 
@@ -34,7 +35,7 @@ def _wide(summary: pd.DataFrame) -> pd.DataFrame:
 def copy_ratio_table(summary: pd.DataFrame, n_samples: int = N_SAMPLES_DEFAULT) -> pd.DataFrame:
     """Per run and model (a, b): n_train, the subspace copy share, the null, the floored null, their ratio and
     whether the model generalises there (the module's rule)."""
-    runs = _wide(summary)
+    runs = wide(summary)
     keys = [k for k in KEYS if k in runs.columns]
     rows = []
     for _, r in runs.iterrows():

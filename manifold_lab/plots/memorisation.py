@@ -9,6 +9,7 @@ import pandas as pd
 
 from manifold_lab.plots import register
 from manifold_lab.plots.style import PRED_COLORS, PRED_ORDER
+from manifold_lab.sample_complexity import wide
 
 PANELS = (("paired_dist_rel", "paired distance of the two models'\nsamples / data pair distance", True),
           ("copy_share", "share of samples copying a training point\n(dots: in the subspace; dashed: the null)", False),
@@ -16,9 +17,6 @@ PANELS = (("paired_dist_rel", "paired distance of the two models'\nsamples / dat
           ("nn_dist", "nn_dist (sample quality)", True))
 
 
-def _wide(summary: pd.DataFrame) -> pd.DataFrame:
-    keys = [c for c in summary.columns if c not in ("study", "metric", "value")]
-    return summary.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
 
 
 def plot_memorisation_point(proj_a: np.ndarray, proj_b: np.ndarray, train_a: np.ndarray, train_b: np.ndarray,
@@ -50,7 +48,7 @@ def plot_memorisation_point(proj_a: np.ndarray, proj_b: np.ndarray, train_a: np.
 def fig_memorisation_vs_N(summary: pd.DataFrame, study_dir: Path):
     """Rows: D; columns: paired distance, copy share (with its null), own/other training-set distance ratio
     and nn_dist, against the training-set size N, one line per target."""
-    runs = _wide(summary)
+    runs = wide(summary)
     Ds = sorted(runs["D"].unique())
     fig, axes = plt.subplots(len(Ds), len(PANELS), figsize=(3.6 * len(PANELS), 3.0 * len(Ds)), squeeze=False)
     for i, D in enumerate(Ds):

@@ -75,20 +75,28 @@ def _crossing(Ds, ratios) -> dict:
     return row | {"status": "crossing" if monotone else "crossing_non_monotone"}
 
 
-def boundary_table(summary: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:
-    """One row per (target other than x, width): the deciding cells (D_pass, D_fail with their ratios to
-    x-prediction), the interpolated D_star and a status (see :func:`_crossing`); missing cells stay unknown."""
-    cells = cell_table(summary, metric)
-    Ds = sorted(cells.index.get_level_values("D").unique())
+def _boundary_rows(cells: pd.DataFrame, Ds: list, **extra) -> list[dict]:
+    """Per (target other than x, width) of a :func:`cell_table`: the row of :func:`_crossing` over ``Ds``
+    (a D without a cell is NaN: unknown), with ``extra`` columns (e.g. the seed) after the width."""
     rows = []
     for target in [p for p in PRED_ORDER if p != "x" and p in cells.columns]:
         for width, sub in cells.groupby(level="hidden_size"):
             sub = sub.droplevel("hidden_size").reindex(Ds)
             ratio = (sub[target] / sub["x"]).replace(np.inf, 1e9) if "x" in sub else pd.Series(math.nan, index=Ds)
-            rows.append({"target": target, "hidden_size": int(width), **_crossing(Ds, ratio.tolist())})
-    out = pd.DataFrame(rows)
+            rows.append({"target": target, "hidden_size": int(width), **extra, **_crossing(Ds, ratio.tolist())})
+    return rows
+
+
+def boundary_table(summary: pd.DataFrame, metric: str = METRIC, by_seed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (target other than x, width): the deciding cells (D_pass, D_fail with their ratios to
+    x-prediction), the interpolated D_star and a status (see :func:`_crossing`); missing cells stay unknown.
+    With a ``seed`` column also the range of the seeds' own D* (``by_seed``: :func:`boundary_by_seed`,
+    computed here when not given)."""
+    cells = cell_table(summary, metric)
+    Ds = sorted(cells.index.get_level_values("D").unique())
+    out = pd.DataFrame(_boundary_rows(cells, Ds))
     if "seed" in summary.columns and not out.empty:
-        per = boundary_by_seed(summary, metric)
+        per = boundary_by_seed(summary, metric) if by_seed is None else by_seed
         got = per[per["D_star"].notna()].groupby(["target", "hidden_size"])["D_star"]
         rng = pd.DataFrame({"D_star_min": got.min(), "D_star_max": got.max(), "n_seeds": got.count()}).reset_index()
         out = out.merge(rng, on=["target", "hidden_size"], how="left")
@@ -104,13 +112,7 @@ def boundary_by_seed(summary: pd.DataFrame, metric: str = METRIC) -> pd.DataFram
     Ds = sorted(df["D"].unique())
     rows = []
     for seed, sub in df.groupby("seed"):
-        cells = sub.pivot_table(index=["hidden_size", "D"], columns="pred", values="value", aggfunc="mean")
-        for target in [p for p in PRED_ORDER if p != "x" and p in cells.columns]:
-            for width, c in cells.groupby(level="hidden_size"):
-                c = c.droplevel("hidden_size").reindex(Ds)
-                ratio = (c[target] / c["x"]).replace(np.inf, 1e9) if "x" in c else pd.Series(math.nan, index=Ds)
-                rows.append({"target": target, "hidden_size": int(width), "seed": int(seed),
-                             **_crossing(Ds, ratio.tolist())})
+        rows += _boundary_rows(cell_table(sub, metric), Ds, seed=int(seed))
     return pd.DataFrame(rows)
 
 
@@ -212,8 +214,8 @@ def fig_phase_diagram(summary: pd.DataFrame, study_dir: Path, metric: str = METR
         summary = pd.concat([summary, pd.read_csv(extra)], ignore_index=True).drop_duplicates(
             [c for c in ("hidden_size", "D", "pred", "seed", "steps", "metric") if c in summary.columns])
     cells = cell_table(summary, metric)
-    boundary, widths = boundary_table(summary, metric), sorted(cells.index.get_level_values(0).unique())
     by_seed = boundary_by_seed(summary, metric) if "seed" in summary.columns else None
+    boundary, widths = boundary_table(summary, metric, by_seed), sorted(cells.index.get_level_values(0).unique())
     fit = fit_boundary(boundary, by_seed) if not boundary.empty else pd.DataFrame(columns=FIT_COLUMNS)
     io.save_table(Path(study_dir) / "boundary.csv", boundary)
     io.save_table(Path(study_dir) / "boundary_fit.csv", fit)

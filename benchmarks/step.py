@@ -64,6 +64,8 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per mode (compile included)")
     p.add_argument("--profile", type=int, default=0, help="profile N steps of each mode (0: no profile)")
     p.add_argument("--matmul-n", type=int, default=None, help="matmul size (default 8192 CUDA, 1024 CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="small nets: a config field (YAML value), e.g. --set D=2048 --set hidden_size=1024")
 
 
 def smoke(a) -> None:
@@ -108,13 +110,17 @@ def full_scale_case(name: str, batch, prec: str, comp: bool, device: torch.devic
                     cfg.batch_size)
 
 
-def small_case(name: str, batch, prec: str, comp: bool, device: torch.device) -> Case:
+def small_case(name: str, batch, prec: str, comp: bool, device: torch.device, overrides=()) -> Case:
     """The image study's JiT or the toy MLP with its config's defaults, through the small-run core."""
+    from manifold_lab.config import load_yaml
     from manifold_lab.denoiser import Denoiser
     from manifold_lab.schedule import TimeSampler
     from manifold_lab.train.loop import make_core
-
-    over = {"precision": prec, "compile": comp, "device": str(device)} | ({"batch_size": batch} if batch else {})
+    pairs = [o.split("=", 1) for o in overrides]
+    if any(len(kv) != 2 for kv in pairs):
+        raise SystemExit(f"--set takes KEY=VALUE, got {list(overrides)!r}")
+    over = ({k.strip(): load_yaml(v) for k, v in pairs} | {"precision": prec, "compile": comp, "device": str(device)}
+            | ({"batch_size": batch} if batch else {}))
     if name == "image":
         from manifold_lab.image_study import ImageConfig, make_net
         from manifold_lab.nets.macs import count_macs
@@ -148,9 +154,13 @@ def _stepper(core: TrainCore, next_batch, macs: int, lr: float, batch: int) -> C
     return Case(core, lambda: core.step(next(counter), next_batch), macs, lr, batch)
 
 
-def build(name: str, batch, mode: str, device: torch.device) -> Case:
+def build(name: str, batch, mode: str, device: torch.device, overrides=()) -> Case:
     prec, comp = parse_mode(mode)
-    return (full_scale_case if name in CONFIGS else small_case)(name, batch, prec, comp, device)
+    if name in CONFIGS:
+        if overrides:
+            raise SystemExit(f"--set is for the small nets (image, toy), not {name}")
+        return full_scale_case(name, batch, prec, comp, device)
+    return small_case(name, batch, prec, comp, device, overrides)
 
 
 def warm(case: Case, n: int, device: torch.device) -> float:
@@ -175,7 +185,7 @@ def run(a) -> tuple[dict, dict]:
                "matmul_dtype": str(ref_dtype).split(".")[-1]}
     if device.type == "cpu" and H.native_bf16():
         figures["matmul_bf16_flops"] = H.matmul_rate(device, torch.bfloat16, a.matmul_n, mm_s)
-    cases = {m: build(a.net, a.batch_size, m, device) for m in a.modes}
+    cases = {m: build(a.net, a.batch_size, m, device, getattr(a, "overrides", ())) for m in a.modes}
     warm_s = {m: warm(c, a.warmup, device) for m, c in cases.items()}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -66,20 +66,34 @@ class Denoiser:
                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """One noising draw and the per-sample loss {"loss": (B,)}. x: (B, ...) clean data; y: (B,) labels or None.
 
-        A net with a classification head (``cls_weight`` > 0, the JiT's Table 11 switch) adds
-        ``cls_weight * CE / numel`` with the true labels: the paper weights the CE by lambda against the l2 loss
-        written as a per-sample SUM of squared errors, and the loss here is the per-element mean, so lambda is
-        divided by the elements per sample (C*H*W) to keep its meaning; the CE (B,) is returned as "cls".
+        :meth:`draw` then :meth:`loss_given`: the random part and the pure rest (which a compiled run fuses).
         """
-        b = x.shape[0]
-        t = self.t_sampler(b, device=x.device, generator=generator)
+        t, eps, y_net = self.draw(x, y, generator)
+        return self.loss_given(net, x, t, eps, y_net, y)
+
+    def draw(self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        """The random part of one training loss, in this order from ``generator``: t (B,) (t = 1 clean), eps
+        shaped like x (N(0, noise_scale^2)), and the labels the net sees (y with label_drop applied, or None)."""
+        t = self.t_sampler(x.shape[0], device=x.device, generator=generator)
         eps = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator) * self.noise_scale
+        return t, eps, self.drop_labels(y, generator)
+
+    def loss_given(self, net, x: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                   y_net: torch.Tensor | None = None, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The deterministic rest of the loss for the draws of :meth:`draw`: z = t x + (1 - t) eps, the net on
+        (z, t, y_net), the per-sample loss {"loss": (B,)}. No random draw, so ``torch.compile`` takes it whole.
+
+        A net with a classification head (``cls_weight`` > 0, the JiT's Table 11 switch) adds
+        ``cls_weight * CE / numel`` with the true labels y: the paper weights the CE by lambda against the l2
+        loss written as a per-sample SUM of squared errors, and the loss here is the per-element mean, so lambda
+        is divided by the elements per sample (C*H*W) to keep its meaning; the CE (B,) is returned as "cls".
+        """
         z = param.interpolate(x, eps, t)
         weight = float(getattr(getattr(net, "module", net), "cls_weight", 0.0))   # JiT's Table 11 head (DDP too)
         if weight:
-            out, logits = net(z, t, self.drop_labels(y, generator), return_cls=True)
+            out, logits = net(z, t, y_net, return_cls=True)
         else:
-            out = _call(net, z, t, self.drop_labels(y, generator))
+            out = _call(net, z, t, y_net)
         losses = param.loss(out, pred_type=self.pred, loss_space=self.loss, x=x, eps=eps, z=z, t=t,
                             t_eps=self.t_eps)
         if not weight:

@@ -7,8 +7,10 @@ losses and the ODE state stay fp32. On the CPU, bf16 is allowed only where the p
 natively (AMX or AVX512-BF16, read from /proc/cpuinfo): there oneDNN runs the matmuls in bf16 several
 times faster than fp32; elsewhere bf16 would be emulated and slower than fp32, so asking for it is a
 one-line ConfigError (use fp32 or auto).
-compile: :func:`compile_net` wraps a network in ``torch.compile`` with inductor's on-disk caches (FX graph
-and AOTAutograd) in :func:`compile_cache_dir`, so only the first run of a shape pays the full compile.
+compile: :func:`compile_net` wraps a module in ``torch.compile`` with inductor's on-disk caches (FX graph
+and AOTAutograd) in :func:`compile_cache_dir`, so only the first run of a shape pays the full compile. The
+small runs compile their whole loss but the random draws (:class:`manifold_lab.train.core.LossGraph`: net,
+noising and loss algebra, forward and backward), one graph per net shape, target and loss space.
 """
 from __future__ import annotations
 

@@ -289,6 +289,7 @@ VIEWS = {
     "image_pred_loss": ("fd_feat", ["patch_size", "loss"], "pred"), "image_width": ("fd_feat", "hidden_size", "pred"),
     "image_patch": ("fd_feat", "patch_size", "pred"), "image_bottleneck": ("fd_feat", "bottleneck_dim", "pred"),
     "image_noise_shift": ("fd_feat", "p_mean", "pred"), "toy_phase": ("nn_dist", ["pred", "D"], "hidden_size"),
+    "toy_phase_fast": ("nn_dist", ["pred", "D"], "hidden_size"),
     "toy_phase_long": ("nn_dist", ["hidden_size", "D"], "pred"),
     "toy_intrinsic_dim": ("id_twonn_samples_proj_x", ["dist", "d"], "D"),
     "toy_memorisation": ("copy_share_proj", ["D", "pred"], "n_train"),

@@ -17,7 +17,7 @@ import pandas as pd
 from manifold_lab import explore, io, paper, paths
 
 ORDER = ("toy_fig2", "toy_pred_loss", "toy_preconditioner", "image_pred_loss", "image_width", "image_patch",
-         "image_bottleneck", "image_noise_shift", "toy_phase", "toy_phase_long", "toy_intrinsic_dim",
+         "image_bottleneck", "image_noise_shift", "toy_phase", "toy_phase_fast", "toy_phase_long", "toy_intrinsic_dim",
          "image_intrinsic_dim", "toy_memorisation", "toy_sample_complexity", "image_skip", "toy_skip",
          "toy_data_scale", "toy_phase_seeds")
 
@@ -71,7 +71,11 @@ def provenance(study: str, results_dir=None) -> str:
     log = _git(["log", "-1", "--format=%h %cs", "--", str((d / "summary.csv").resolve())])
     prov = io.read_json(d / "provenance.json") if (d / "provenance.json").is_file() else {}
     df = explore.read_summary(study, results_dir)
-    wall = df[df.metric == "wall_s"]["value"].sum() or df[df.metric.isin(["train_s", "sample_s"])]["value"].sum()
+    per_run = df[df.metric.isin(["wall_s", "train_s", "sample_s"])].pivot_table(
+        index="run_id", columns="metric", values="value", aggfunc="first") if len(df) else None
+    wall = 0.0 if per_run is None or per_run.empty else float(   # each run's wall_s, else its train_s + sample_s
+        per_run.get("wall_s", pd.Series(float("nan"), index=per_run.index)).fillna(
+            per_run.reindex(columns=["train_s", "sample_s"]).sum(axis=1, min_count=1)).fillna(0.0).sum())
     parts = [f"commit {log.replace(' ', ', ')}" if log else "not committed yet",
              f"processor {prov['processor']}" if prov.get("processor") else "processor not recorded",
              f"run time {wall / 3600:.2f} h summed over the runs" if wall else "run time not recorded"]

@@ -3,6 +3,7 @@ within float tolerance of the eager step; the compiled code cached on disk)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,10 @@ from manifold_lab.checks import ConfigError
 from manifold_lab.denoiser import Denoiser
 from manifold_lab.nets.mlp import MLP
 from manifold_lab.toy import ToyConfig
+from manifold_lab.train.core import LossGraph
 from manifold_lab.train.loop import TrainConfig, make_core, train
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CPU = torch.device("cpu")
 
@@ -50,14 +54,26 @@ def test_compile_cache_dir_respects_the_user(monkeypatch, tmp_path):
     assert dev.compile_cache_dir() == tmp_path / "ml" / "inductor"
 
 
-def test_compile_knob_routes_the_forward_through_torch_compile(monkeypatch, tmp_path):
+def test_compile_knob_routes_the_loss_through_torch_compile(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("MANIFOLD_LAB_CACHE", str(tmp_path))
-    net = MLP(8, hidden_size=8, depth=2)
-    core = make_core(net, Denoiser(), TrainConfig(device="cpu", compile=True))
-    assert core.net is net and core.model is not net and core.model._orig_mod is net   # optimiser sees net
+    net, den = MLP(8, hidden_size=8, depth=2), Denoiser()
+    core = make_core(net, den, TrainConfig(device="cpu", compile=True))
+    graph = core.loss_graph._orig_mod                        # the whole loss but the draws, compiled
+    assert isinstance(graph, LossGraph) and graph.net is net and graph.denoiser is den
+    assert core.net is net and core.model is net             # the optimiser and the EMAs see the net itself
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
-    assert make_core(net, Denoiser(), TrainConfig(device="cpu")).model is net
+    assert make_core(net, den, TrainConfig(device="cpu")).loss_graph is None
+
+
+def test_draw_then_loss_given_is_the_eager_loss():
+    """The split a compiled run uses draws t, eps, dropped labels in the eager order: the same losses."""
+    den = Denoiser(pred="eps", loss="v", num_classes=3, label_drop=0.5)
+    net = lambda z, t, y: z * t[:, None] + y[:, None].float()
+    x, y = torch.randn(16, 4), torch.arange(16) % 3
+    eager = den.loss_per_sample(net, x, y, generator=torch.Generator().manual_seed(3))
+    t, eps, y_net = den.draw(x, y, torch.Generator().manual_seed(3))
+    assert (y_net == 3).any() and torch.equal(LossGraph(net, den)(x, t, eps, y_net, y)["loss"], eager)
 
 
 def _losses(compile_: bool, steps: int = 4):
@@ -78,3 +94,40 @@ def test_compiled_step_matches_eager(tmp_path, monkeypatch):
     for a, b in zip(w_eager, w_comp):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert any((tmp_path / "inductor").rglob("*")), "the compiled code was not cached in TORCHINDUCTOR_CACHE_DIR"
+
+
+@pytest.mark.parametrize("precision, compile_, fused", [("fp32", False, False), ("bf16", False, True),
+                                                       ("fp32", True, True)])
+def test_the_fast_mode_steps_with_the_fused_adamw(precision, compile_, fused, monkeypatch, tmp_path):
+    """fp32 eager keeps torch's default AdamW (the committed tables' numbers); bf16 or compile on the CPU
+    take the fused one, whose update agrees with it to float tolerance."""
+    if precision == "bf16" and not dev.native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    core = make_core(MLP(8, hidden_size=8, depth=2), Denoiser(),
+                     TrainConfig(device="cpu", precision=precision, compile=compile_))
+    assert bool(core.optimizer.defaults.get("fused")) is fused
+    from manifold_lab.train.core import make_optimizer
+    nets = [MLP(8, hidden_size=16, depth=2) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [make_optimizer(n, lr=1e-2, weight_decay=0.1, fused=f) for n, f in zip(nets, (None, True))]
+    for _ in range(5):
+        for n, o in zip(nets, opts):
+            g = torch.Generator().manual_seed(0)
+            for p in n.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            o.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_study_asking_for_bf16_on_a_cpu_without_it_is_one_line_before_anything(monkeypatch, tmp_path, capsys):
+    from manifold_lab.cli import main
+
+    monkeypatch.setattr(dev, "native_bf16", lambda: False)
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "results"
+    assert main(["study", "studies/toy_fig2.yaml", "--results-dir", str(out), "--set", "precision=bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "point D0002-spiral-d2-mlp-w256-xpred-vloss-s0" in err[0] and "native bf16" in err[0]
+    assert not out.exists()

@@ -50,6 +50,34 @@ def test_estimate_uses_the_same_point_then_the_nearest_scaled(tmp_path, monkeypa
     assert wall == pytest.approx((10 + 10 + 15) / 2)                           # 2 workers
 
 
+def test_a_summary_carries_the_rate_its_times_were_taken_at(tmp_path, monkeypatch):
+    """The runner's run.json wall time and matmul rate reach the summary (sgemm_gflops, wall_s where the
+    notebook recorded none), and --plan scales a summary record by it: each record by its own rate."""
+    from manifold_lab.studies import results
+
+    run = tmp_path / "run"
+    io.write_json(run / "run.json", {"wall_s": 40.0, "sgemm_gflops": 50.0, "threads": 1})
+    assert results.run_timing(run, {"train_s": 30.0}) == {"wall_s": 40.0, "sgemm_gflops": 50.0}
+    assert results.run_timing(run, {"wall_s": 33.0}) == {"sgemm_gflops": 50.0}       # the notebook's own wall_s
+    assert results.run_timing(tmp_path / "none", {}) == {}
+    spec_path = make_study(tmp_path, [1, 2])
+    results_dir = tmp_path / "results"
+    rows = ["study,run_id,x,sleep_s,log,metric,value"]
+    for rid, wall, rate in (("x01", 40.0, 50.0), ("x01-old", 10.0, 200.0)):   # x = 1 twice, at two rates
+        rows += [f"square,{rid},1,0.0,{tmp_path / 'runs.log'},wall_s,{wall}",
+                 f"square,{rid},1,0.0,{tmp_path / 'runs.log'},sgemm_gflops,{rate}"]
+    (results_dir / "square").mkdir(parents=True)
+    (results_dir / "square" / "summary.csv").write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(plan, "sgemm_gflops", lambda: 100.0)
+    text, _ = plan.plan(load_study(spec_path), results_dir)
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
+    assert "~20 s" in lines["x01"] and "~20 s" in lines["x02"], text       # (40 x 0.5 + 10 x 2) / 2
+    rows.append(f"square,x01-older,1,0.0,{tmp_path / 'runs.log'},wall_s,500.0")       # no rate: not averaged in
+    (results_dir / "square" / "summary.csv").write_text("\n".join(rows) + "\n")
+    text, _ = plan.plan(load_study(spec_path), results_dir)
+    assert "~20 s" in text.splitlines()[1] and "2 recorded run(s)" in text.splitlines()[1], text
+
+
 def test_plan_into_a_scratch_results_folder_uses_the_committed_times(tmp_path, monkeypatch, capsys):
     """--results-dir elsewhere (nothing recorded there): the project's committed summaries still give the
     estimate, also with settings they were not recorded with (the nearest recorded point)."""

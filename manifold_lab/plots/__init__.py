@@ -12,7 +12,7 @@ from collections.abc import Callable
 FIGURES: dict[str, Callable] = {}
 _MODULES = ("manifold_lab.plots.toy", "manifold_lab.plots.images", "manifold_lab.plots.imagenet",
             "manifold_lab.plots.phase", "manifold_lab.plots.intrinsic", "manifold_lab.plots.memorisation",
-            "manifold_lab.plots.precond")
+            "manifold_lab.plots.precond", "manifold_lab.plots.phase_fast")
 
 
 def register(name: str):

@@ -204,11 +204,13 @@ def _position(v, grid: np.ndarray) -> np.ndarray:
 
 @register("phase_diagram")
 def fig_phase_diagram(summary: pd.DataFrame, study_dir: Path, metric: str = METRIC,
-                      seeds_study: str = "toy_phase_seeds"):
+                      seeds_study: str | None = None):
     """One heatmap per target: log10 nn_dist over width x D (mean over seeds); the step line is the 3x-x
     boundary, dots its interpolated D* (bars: the range over seeds), dashed the power-law fit (printed, with
-    its bootstrap interval over seeds). The seeds of the sibling study ``seeds_study`` are added when its
+    its bootstrap interval over seeds). The seeds of the sibling study ``seeds_study`` (default: this study's
+    name + ``_seeds``, e.g. toy_phase_seeds beside toy_phase, none beside toy_phase_fast) are added when its
     summary.csv exists. Writes boundary.csv and boundary_fit.csv."""
+    seeds_study = seeds_study or f"{Path(study_dir).name}_seeds"
     extra = Path(study_dir).parent / seeds_study / "summary.csv"
     if extra.is_file() and Path(study_dir).name != seeds_study:
         summary = pd.concat([summary, pd.read_csv(extra)], ignore_index=True).drop_duplicates(

@@ -4,16 +4,18 @@ Per point the estimate comes from recorded times, nearest first:
 
 1. the point's own run folder (``run.json`` ``wall_s``, with the ``sgemm_gflops`` measured when it ran);
 2. the committed ``summary.csv`` of the study, or of another study with the same notebook: the ``wall_s``
-   metric where the notebook records it (image runs), else ``train_s + sample_s`` (toy runs) plus
-   :data:`OVERHEAD_S` for the kernel start and the metrics; the same parameters (any seed) if recorded,
-   else the nearest recorded point (the fewest and smallest parameter differences, numbers compared on a
-   log scale), scaled by the ratio of ``steps`` (``epochs``) when that differs;
+   metric (the notebook's, else the runner's run.json wall time), else ``train_s + sample_s`` plus
+   :data:`OVERHEAD_S` for the kernel start and the metrics; the same parameters (any seed; only the records
+   with a matmul rate where some have one) if recorded, else the nearest recorded point (the fewest and
+   smallest parameter differences, numbers compared on a log scale), scaled by the ratio of ``steps``
+   (``epochs``) when that differs;
 3. for a notebook nothing was recorded for, a stated assumption (:data:`ASSUMED`).
 
 Recorded times are scaled by this machine's one-thread fp32 matmul rate (:func:`sgemm_gflops`, a 0.3 s
-measurement) against the one recorded beside them. The committed summaries record no rate: for them the
-recording machine is assumed as fast as this one (the scale is printed). Recorded times were taken with the
-study's workers running at once, so the wall time is the summed time divided by the workers.
+measurement) against the one recorded beside them: a run's run.json holds it, and the summary carries it as
+the ``sgemm_gflops`` metric (runs since 2026-12-06); a record without it (older summaries) is taken as
+this machine's speed. Recorded times were taken with the study's workers running at once, so the wall time
+is the summed time divided by the workers.
 """
 from __future__ import annotations
 
@@ -122,6 +124,11 @@ def _scale_units(point: dict, record: dict) -> float:
     return 1.0
 
 
+def _rate(value) -> float | None:
+    """A recorded matmul rate, or None where the summary has none (a NaN cell of an older run)."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else None
+
+
 def _summary_records(path: Path, source: str) -> list[dict]:
     """Per run of a committed summary: its parameters and recorded seconds (``_s``), or nothing."""
     import pandas as pd
@@ -141,7 +148,7 @@ def _summary_records(path: Path, source: str) -> list[dict]:
         if secs is not None and math.isfinite(secs):
             first = rows.iloc[0]
             out.append({"params": {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in params},
-                        "_s": float(secs), "gflops": None, "source": f"{source} {rid}"})
+                        "_s": float(secs), "gflops": _rate(m.get("sgemm_gflops")), "source": f"{source} {rid}"})
     return out
 
 
@@ -182,10 +189,11 @@ def _own_run(study_dir: Path, run_id: str) -> dict | None:
     return None
 
 
-# the fast CPU mode's measured gain over fp32 (2026-12-06, Intel Xeon with AMX, one thread per run): the toy's
-# whole study toy_fig2 with bf16 + a warm compile cache ran 1.72x faster; the image JiT's step 1.80-2.24x
-# (benchmarks step, bf16 + compile), the lower end taken. Applied to a bf16 point estimated from an fp32 record.
-FAST_GAIN = {"toy": 1.7, "image": 1.8}
+# the fast CPU mode's measured gain over fp32 per point, kernel included (2026-12-06, Intel Xeon with AMX, 2
+# workers of one thread): toy_fig2's 12 points took 398 s summed in fp32 and 271 s with bf16 + the compiled
+# loss + the fused AdamW (warm cache), 1.47x; the image JiT's step 1.80-2.24x (benchmarks step, bf16 +
+# compile), the lower end. Applied to a bf16 point estimated from an fp32 record (inverted the other way).
+FAST_GAIN = {"toy": 1.5, "image": 1.8}
 
 
 def _fast_gain(point: dict, record: dict, notebook: str) -> float:
@@ -206,23 +214,28 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
         best = min(records, key=lambda r: _distance(point, r["params"]))
         same = [r for r in records if _distance(point, r["params"]) == 0]
         same = [r for r in same if r["source"].split()[0] == same[0]["source"].split()[0]]   # one study's
+        same = [r for r in same if r.get("gflops")] or same      # those with a recorded rate, where some have one
         if same:
-            own = {**same[0], "_s": sum(r["_s"] for r in same) / len(same),
+            own = {**same[0], "_s": sum(_at_this_rate(r, here) for r in same) / len(same), "gflops": None,
                    "source": f"same point, {len(same)} recorded run(s) ({same[0]['source'].split()[0]})"}
         else:
-            own = {**best, "_s": best["_s"] * _scale_units(point, best["params"]),
+            own = {**best, "_s": _at_this_rate(best, here) * _scale_units(point, best["params"]), "gflops": None,
                    "source": f"nearest recorded: {best['source']}"}
     if own is not None:
-        scale = own["gflops"] / here if own.get("gflops") else 1.0
         gain, source = _fast_gain(point, own.get("params", {}), notebook), own["source"]
         if gain != 1.0:
             source += (f", /{gain:g} for bf16 (measured fast-mode gain)" if gain > 1
                        else f", x{1 / gain:g}: recorded in bf16 (measured fast-mode gain)")
-        return own["_s"] * scale / gain, source
+        return _at_this_rate(own, here) / gain, source
     if notebook in ASSUMED:
         per, key, ref, text = ASSUMED[notebook]
         return per * float(point.get(key, ref)), text
     return None, "nothing recorded for this notebook"
+
+
+def _at_this_rate(record: dict, here: float) -> float:
+    """A record's seconds scaled to this machine: x (its matmul rate / this one's), x1 where none was recorded."""
+    return record["_s"] * (record["gflops"] / here if record.get("gflops") else 1.0)
 
 
 def _fmt(seconds: float) -> str:
@@ -279,7 +292,8 @@ def plan(spec: StudySpec, results_dir: str | Path = "results", *, workers: int |
             + (f" ({unknown} without one)" if unknown else "")
             + f"; ~{_fmt(total / n)} of wall time with {n} at once",
             (f"scale: this machine's one-thread fp32 sgemm {here:.0f} GFLOP/s; a time recorded with a rate is scaled "
-             "by (its rate / this one); the committed summaries record none: assumed as fast as this machine (x1.00)"),
+             "by (its rate / this one); a record without one (summaries older than the sgemm_gflops metric) is taken as "
+             "this machine's speed (x1.00)"),
             "nothing was run or written (--plan)"]
     if any(str(p.get("device", "cpu")).startswith("cuda") for _, p in points):
         tail.insert(-1, "device cuda: the committed times were recorded on CPUs, so for a GPU they are no estimate "

@@ -187,10 +187,26 @@ def derived_settings(path: Path, metrics: dict, derived_names: tuple[str, ...] =
     return derived, {k: v for k, v in metrics.items() if k not in derived}
 
 
+RUN_TIMING = ("wall_s", "sgemm_gflops")   # from the runner's run.json into the summary, for study --plan
+
+
+def run_timing(path: Path, measured: dict) -> dict:
+    """What the runner's run.json says of a run's cost, as metrics the notebook did not record itself: the
+    kernel's wall time ``wall_s`` and the machine's one-thread fp32 matmul rate ``sgemm_gflops`` measured
+    beside it, so a committed summary carries the rate its times were taken at (``study --plan`` scales by
+    it on another machine). Nothing when run.json is absent or holds no number."""
+    record, _ = read_record(Path(path) / "run.json", warn=False)
+    record = record if isinstance(record, dict) else {}
+    return {k: float(record[k]) for k in RUN_TIMING
+            if k not in measured and isinstance(record.get(k), (int, float)) and not isinstance(record[k], bool)
+            and record[k] > 0}
+
+
 def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any]]], kind: str | None = None,
               derived_names: tuple[str, ...] = ()) -> pd.DataFrame:
     """Tidy table of the done runs among ``points``: study, run_id, one column per parameter, one per derived
-    setting, metric, value (one row per metric). A list or mapping is written as its JSON text."""
+    setting, metric, value (one row per metric, with :func:`run_timing`'s). A list or mapping is written as
+    its JSON text."""
     rows = []
     for run_id, params in points:
         path = run_dir(study_dir, run_id)
@@ -198,6 +214,7 @@ def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any
             continue
         metrics, _ = read_metrics(path)
         derived, measured = derived_settings(path, metrics, derived_names)
+        measured |= run_timing(path, measured)
         fixed = {"study": study, "run_id": run_id, **_flat(params), **_flat(derived)}
         rows += [{**fixed, "metric": metric, "value": float(value)} for metric, value in measured.items()]
     return pd.DataFrame(rows)

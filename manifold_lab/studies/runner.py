@@ -33,6 +33,8 @@ def run_study(spec: StudySpec, results_dir: str | Path = "results", *, workers: 
     another runner meanwhile), ``failed`` and ``submitted`` (slurm), and ``wall_s``."""
     check_choice("backend", backend, backends.BACKENDS)
     points = checked_points(spec)
+    if backend == "local":
+        check_this_machine(spec, points)
     resources = backends.check_resources(spec.resources, str(spec.source)) if backend == "slurm" else None
     study_dir = Path(results_dir) / spec.study
     study_dir.mkdir(parents=True, exist_ok=True)    # only once every point's config is valid
@@ -72,6 +74,21 @@ def checked_points(spec: StudySpec) -> list[tuple[str, dict]]:
             values = {k: v for k, v in params.items() if k not in RUNNER_PARAMS}
             check_point(cls, _point_name(spec, params), values, spec.source)
     return [(spec.format_id(p), p) for p in spec.points()]
+
+
+def check_this_machine(spec: StudySpec, points: list[tuple[str, dict]]) -> None:
+    """Local runs: a point asking for bf16 on a CPU without native bf16 (AMX or AVX512-BF16) is one ConfigError
+    naming the point, before any folder or kernel (each kernel would refuse it, point after point)."""
+    if not any(str(p.get("precision")) == "bf16" for _, p in points):
+        return
+    from manifold_lab.device import resolve_device, uses_bf16
+
+    for rid, p in points:
+        if str(p.get("precision")) == "bf16":
+            try:
+                uses_bf16("bf16", resolve_device(str(p.get("device", "auto"))))
+            except ConfigError as e:
+                raise ConfigError(f"{spec.source}, point {rid}: {e}") from None
 
 
 def _point_name(spec: StudySpec, params: dict) -> str:

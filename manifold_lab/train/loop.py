@@ -17,7 +17,7 @@ from torch import nn
 
 from manifold_lab.checks import ConfigError, check_choice, check_positive
 from manifold_lab.device import PRECISIONS, check_device, compile_net, generator, resolve_device, uses_bf16
-from manifold_lab.train.core import LR_SCHEDULES, LRSchedule, NonFiniteLossError, TrainCore
+from manifold_lab.train.core import LR_SCHEDULES, LossGraph, LRSchedule, NonFiniteLossError, TrainCore
 
 __all__ = ["BatchFn", "NonFiniteLossError", "TrainConfig", "TrainResult", "train"]
 
@@ -43,7 +43,7 @@ class TrainConfig:
     grad_clip: float | None = None
     precision: str = "auto"      # auto: bf16 autocast on CUDA, none on the CPU; bf16 (native-bf16 CPUs too); fp32
     device: str = "auto"         # auto, cpu, cuda, cuda:N
-    compile: bool = False        # torch.compile the forward (inductor cache on disk: manifold_lab.device)
+    compile: bool = False        # torch.compile the loss: net + noising + loss algebra (cache: manifold_lab.device)
     seed: int = 0                # seeds the generator of every training draw
 
     def __post_init__(self):
@@ -72,15 +72,19 @@ class TrainResult:
 
 
 def make_core(net: nn.Module, denoiser, cfg: TrainConfig) -> TrainCore:
-    """The training core of a small run: ``net`` moved to cfg.device, a generator seeded with cfg.seed, the
-    forward through ``torch.compile`` when cfg.compile. bf16 on a CPU without it fails here, before a step."""
+    """The training core of a small run: ``net`` moved to cfg.device, a generator seeded with cfg.seed; when
+    cfg.compile, the whole loss but its random draws (net, noising, target conversion, squared error, and
+    their backward) through ``torch.compile`` as one :class:`LossGraph`, so inductor fuses the loss algebra's
+    element-wise work with the net's. In bf16 or compiled (the fast mode) the optimiser is the fused AdamW, on
+    the CPU too. bf16 on a CPU without it fails here, before a step."""
     device = resolve_device(cfg.device)
-    uses_bf16(cfg.precision, device)
+    fast = uses_bf16(cfg.precision, device) or cfg.compile      # the fast mode: the fused AdamW on the CPU too
     net.to(device)
     return TrainCore(net, denoiser, schedule=cfg.schedule(), generator=generator(device, cfg.seed),
                      ema_decays=cfg.ema_decays, weight_decay=cfg.weight_decay, betas=cfg.betas,
                      precision=cfg.precision, accum_steps=cfg.accum_steps, grad_clip=cfg.grad_clip,
-                     model=compile_net(net) if cfg.compile else None)
+                     loss_graph=compile_net(LossGraph(net, denoiser)) if cfg.compile else None,
+                     fused_optimizer=True if fast else None)
 
 
 def train(net: nn.Module, denoiser, batch_fn: BatchFn, cfg: TrainConfig, *, progress: bool = True,

@@ -51,8 +51,9 @@ _RATE_LOCK = threading.Lock()
 
 
 def sgemm_gflops() -> float:
-    """This machine's one-thread fp32 matmul rate in GFLOP/s, measured once per process (0.3 s); the runner
-    records it in each point's run.json (``sgemm_gflops``) beside its ``wall_s``."""
+    """This machine's one-thread fp32 matmul rate in GFLOP/s, measured once per process (0.3 s); the local
+    runner measures it before its first kernel starts and records it in each point's run.json
+    (``sgemm_gflops``) beside its ``wall_s``."""
     with _RATE_LOCK:
         return _measure()
 
@@ -191,9 +192,9 @@ def _own_run(study_dir: Path, run_id: str) -> dict | None:
 
 # the fast CPU mode's measured gain over fp32 per point, kernel included (2026-12-06, Intel Xeon with AMX, 2
 # workers of one thread): toy_fig2's 12 points took 398 s summed in fp32 and 271 s with bf16 + the compiled
-# loss + the fused AdamW (warm cache), 1.47x; the image JiT's step 1.80-2.24x (benchmarks step, bf16 +
-# compile), the lower end. Applied to a bf16 point estimated from an fp32 record (inverted the other way).
-FAST_GAIN = {"toy": 1.5, "image": 1.8}
+# loss + the fused AdamW (warm cache), 1.47x; image_pred_loss's 9 points at patch 8 (seed 0) 1217 s and 594 s,
+# 2.05x. Applied to a bf16 point estimated from an fp32 record (inverted the other way).
+FAST_GAIN = {"toy": 1.5, "image": 2.0}
 
 
 def _fast_gain(point: dict, record: dict, notebook: str) -> float:

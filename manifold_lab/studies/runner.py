@@ -43,6 +43,10 @@ def run_study(spec: StudySpec, results_dir: str | Path = "results", *, workers: 
     workers = max(1, min(workers or spec.workers, len(todo) or 1))
     start = time.perf_counter()
     bar = _bar(spec, len(points), len(points) - len(todo)) if progress else None
+    if backend == "local" and todo:
+        from manifold_lab.studies.plan import sgemm_gflops
+
+        sgemm_gflops()   # measured once, before any kernel loads the machine (as --plan measures it idle)
     with _one_thread_per_worker(workers > 1 and backend == "local"):
         if backend == "local":
             rep = backends.run_local(spec.notebook, study_dir, todo, workers=workers, threads=1 if workers > 1 else 0,

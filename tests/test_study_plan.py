@@ -119,3 +119,16 @@ def test_fast_gain_applies_both_ways_and_never_on_a_gpu():
     assert plan._fast_gain(bf16, bf16, "image_study.ipynb") == 1.0
     assert plan._fast_gain({**bf16, "device": "cuda"}, fp32, "toy_manifold.ipynb") == 1.0
     assert plan._fast_gain(bf16, fp32, "imagenet_run.ipynb") == 1.0
+
+
+def test_among_equally_near_records_the_same_mode_then_a_rated_one_is_taken(tmp_path):
+    """A bf16 point nearest to an fp32 and a bf16 record alike takes the bf16 one (no gain guessed), and
+    between two of its mode the one with a recorded matmul rate."""
+    recs = [{"params": {"D": 8, "precision": "fp32"}, "_s": 100.0, "gflops": None, "source": "old a"},
+            {"params": {"D": 8, "precision": "bf16"}, "_s": 40.0, "gflops": None, "source": "fast b"},
+            {"params": {"D": 8, "precision": "bf16"}, "_s": 30.0, "gflops": 50.0, "source": "fast c"}]
+    point = {"D": 16, "precision": "bf16"}
+    secs, source = plan.estimate(point, "x", tmp_path, recs, "toy_manifold.ipynb", here=100.0)
+    assert source == "nearest recorded: fast c" and secs == pytest.approx(30.0 * 0.5)
+    secs, source = plan.estimate({"D": 16, "precision": "fp32"}, "x", tmp_path, recs, "toy_manifold.ipynb", 100.0)
+    assert source == "nearest recorded: old a" and secs == pytest.approx(100.0)

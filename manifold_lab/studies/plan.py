@@ -197,14 +197,16 @@ def _own_run(study_dir: Path, run_id: str) -> dict | None:
 FAST_GAIN = {"toy": 1.5, "image": 2.0}
 
 
+def _is_fast(params: dict) -> bool:
+    """Whether the parameters ask for the fast CPU mode (bf16 on the CPU)."""
+    return str(params.get("precision")) == "bf16" and not str(params.get("device", "cpu")).startswith("cuda")
+
+
 def _fast_gain(point: dict, record: dict, notebook: str) -> float:
     """How much faster the point runs than the record it is estimated from: FAST_GAIN where the point asks for
     bf16 on the CPU and the record was fp32, its inverse the other way round, else 1."""
-    def fast(params):
-        return str(params.get("precision")) == "bf16" and not str(params.get("device", "cpu")).startswith("cuda")
-
     gain = next((g for kind, g in FAST_GAIN.items() if kind in notebook and "imagenet" not in notebook), 1.0)
-    return gain ** (int(fast(point)) - int(fast(record)))
+    return gain ** (int(_is_fast(point)) - int(_is_fast(record)))
 
 
 def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], notebook: str,
@@ -212,7 +214,9 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
     """(seconds, where the figure comes from) for one point; (None, why) when nothing applies."""
     own = _own_run(study_dir, run_id)
     if own is None and records:
-        best = min(records, key=lambda r: _distance(point, r["params"]))
+        best = min(records, key=lambda r: (_distance(point, r["params"]),          # nearest; then the same
+                                           _is_fast(point) != _is_fast(r["params"]),   # mode; then one with
+                                           not r.get("gflops")))                      # a recorded rate
         same = [r for r in records if _distance(point, r["params"]) == 0]
         same = [r for r in same if r["source"].split()[0] == same[0]["source"].split()[0]]   # one study's
         same = [r for r in same if r.get("gflops")] or same      # those with a recorded rate, where some have one

@@ -64,6 +64,17 @@ def _git(args: list[str]) -> str:
         return ""
 
 
+def _run_time_s(df: pd.DataFrame) -> float:
+    """Seconds summed over the runs of a tidy summary: each run's wall_s, else its train_s + sample_s."""
+    timed = df[df["metric"].isin(["wall_s", "train_s", "sample_s"])] if len(df) else df
+    if timed.empty:
+        return 0.0
+    per_run = timed.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
+    parts = per_run.reindex(columns=["train_s", "sample_s"]).sum(axis=1, min_count=1)
+    wall = per_run["wall_s"] if "wall_s" in per_run else parts * float("nan")
+    return float(wall.fillna(parts).fillna(0.0).sum())
+
+
 def provenance(study: str, results_dir=None) -> str:
     """Commit and date of the summary (git), the processor (results/<study>/provenance.json, where recorded),
     and the run time summed over the runs (wall_s, else train_s + sample_s)."""
@@ -71,11 +82,7 @@ def provenance(study: str, results_dir=None) -> str:
     log = _git(["log", "-1", "--format=%h %cs", "--", str((d / "summary.csv").resolve())])
     prov = io.read_json(d / "provenance.json") if (d / "provenance.json").is_file() else {}
     df = explore.read_summary(study, results_dir)
-    per_run = df[df.metric.isin(["wall_s", "train_s", "sample_s"])].pivot_table(
-        index="run_id", columns="metric", values="value", aggfunc="first") if len(df) else None
-    wall = 0.0 if per_run is None or per_run.empty else float(   # each run's wall_s, else its train_s + sample_s
-        per_run.get("wall_s", pd.Series(float("nan"), index=per_run.index)).fillna(
-            per_run.reindex(columns=["train_s", "sample_s"]).sum(axis=1, min_count=1)).fillna(0.0).sum())
+    wall = _run_time_s(df)
     parts = [f"commit {log.replace(' ', ', ')}" if log else "not committed yet",
              f"processor {prov['processor']}" if prov.get("processor") else "processor not recorded",
              f"run time {wall / 3600:.2f} h summed over the runs" if wall else "run time not recorded"]

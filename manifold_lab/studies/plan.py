@@ -213,25 +213,29 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
              here: float) -> tuple[float | None, str]:
     """(seconds, where the figure comes from) for one point; (None, why) when nothing applies."""
     own = _own_run(study_dir, run_id)
-    if own is None and records:
-        best = min(records, key=lambda r: (_distance(point, r["params"]),          # nearest; then the same
-                                           _is_fast(point) != _is_fast(r["params"]),   # mode; then one with
-                                           not r.get("gflops")))                      # a recorded rate
+    if own is not None:
+        record, secs, source = own, _at_this_rate(own, here), own["source"]
+    elif records:
         same = [r for r in records if _distance(point, r["params"]) == 0]
         same = [r for r in same if r["source"].split()[0] == same[0]["source"].split()[0]]   # one study's
         same = [r for r in same if r.get("gflops")] or same      # those with a recorded rate, where some have one
         if same:
-            own = {**same[0], "_s": sum(_at_this_rate(r, here) for r in same) / len(same), "gflops": None,
-                   "source": f"same point, {len(same)} recorded run(s) ({same[0]['source'].split()[0]})"}
+            record, secs = same[0], sum(_at_this_rate(r, here) for r in same) / len(same)
+            source = f"same point, {len(same)} recorded run(s) ({same[0]['source'].split()[0]})"
         else:
-            own = {**best, "_s": _at_this_rate(best, here) * _scale_units(point, best["params"]), "gflops": None,
-                   "source": f"nearest recorded: {best['source']}"}
-    if own is not None:
-        gain, source = _fast_gain(point, own.get("params", {}), notebook), own["source"]
+            record = min(records, key=lambda r: (_distance(point, r["params"]),          # nearest; then the same
+                                                 _is_fast(point) != _is_fast(r["params"]),   # mode; then one
+                                                 not r.get("gflops")))                      # with a rate
+            secs = _at_this_rate(record, here) * _scale_units(point, record["params"])
+            source = f"nearest recorded: {record['source']}"
+    else:
+        record = None
+    if record is not None:
+        gain = _fast_gain(point, record.get("params", {}), notebook)
         if gain != 1.0:
             source += (f", /{gain:g} for bf16 (measured fast-mode gain)" if gain > 1
                        else f", x{1 / gain:g}: recorded in bf16 (measured fast-mode gain)")
-        return _at_this_rate(own, here) / gain, source
+        return secs / gain, source
     if notebook in ASSUMED:
         per, key, ref, text = ASSUMED[notebook]
         return per * float(point.get(key, ref)), text

@@ -83,16 +83,14 @@ def checked_points(spec: StudySpec) -> list[tuple[str, dict]]:
 def check_this_machine(spec: StudySpec, points: list[tuple[str, dict]]) -> None:
     """Local runs: a point asking for bf16 on a CPU without native bf16 (AMX or AVX512-BF16) is one ConfigError
     naming the point, before any folder or kernel (each kernel would refuse it, point after point)."""
-    if not any(str(p.get("precision")) == "bf16" for _, p in points):
-        return
-    from manifold_lab.device import resolve_device, uses_bf16
-
     for rid, p in points:
-        if str(p.get("precision")) == "bf16":
-            try:
-                uses_bf16("bf16", resolve_device(str(p.get("device", "auto"))))
-            except ConfigError as e:
-                raise ConfigError(f"{spec.source}, point {rid}: {e}") from None
+        if str(p.get("precision")) != "bf16":
+            continue
+        from manifold_lab.device import resolve_device, uses_bf16  # imports torch: only for a bf16 point
+        try:
+            uses_bf16("bf16", resolve_device(str(p.get("device", "auto"))))
+        except ConfigError as e:
+            raise ConfigError(f"{spec.source}, point {rid}: {e}") from None
 
 
 def _point_name(spec: StudySpec, params: dict) -> str:

@@ -112,14 +112,11 @@ def full_scale_case(name: str, batch, prec: str, comp: bool, device: torch.devic
 
 def small_case(name: str, batch, prec: str, comp: bool, device: torch.device, overrides=()) -> Case:
     """The image study's JiT or the toy MLP with its config's defaults, through the small-run core."""
-    from manifold_lab.config import load_yaml
+    from manifold_lab.config import parse_set
     from manifold_lab.denoiser import Denoiser
     from manifold_lab.schedule import TimeSampler
     from manifold_lab.train.loop import make_core
-    pairs = [o.split("=", 1) for o in overrides]
-    if any(len(kv) != 2 for kv in pairs):
-        raise SystemExit(f"--set takes KEY=VALUE, got {list(overrides)!r}")
-    over = ({k.strip(): load_yaml(v) for k, v in pairs} | {"precision": prec, "compile": comp, "device": str(device)}
+    over = (dict(parse_set(o) for o in overrides) | {"precision": prec, "compile": comp, "device": str(device)}
             | ({"batch_size": batch} if batch else {}))
     if name == "image":
         from manifold_lab.image_study import ImageConfig, make_net

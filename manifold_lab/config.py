@@ -179,6 +179,14 @@ def load_yaml(source: str | Path, where: str | None = None) -> Any:
         raise ConfigError(f"invalid YAML in {where or 'text'}{line}: {problem}") from None
 
 
+def parse_set(assignment: str) -> tuple[str, Any]:
+    """One ``--set key=value`` string -> (key, value parsed as YAML); a ConfigError without the ``=``."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    return key, load_yaml(raw, where=f"--set {assignment}")
+
+
 def read_yaml(path: str | Path) -> dict:
     """A YAML file that must hold a mapping."""
     path = Path(path)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from manifold_lab.checks import ConfigError, check_keys
-from manifold_lab.config import check_names, load_yaml
+from manifold_lab.config import check_names, load_yaml, parse_set
 
 STUDY_KEYS = ("study", "run", "notebook", "description", "base", "grid", "run_id", "figures", "workers", "resources")
 RUNNER_PARAMS = ("out_dir", "threads")  # set by the runner for every point
@@ -101,10 +101,7 @@ class StudySpec:
         entry has it, the value is set in every entry (``steps=10``).
         """
         for a in assignments:
-            if "=" not in a:
-                raise ConfigError(f"--set expects key=value, got {a!r}")
-            key, raw = a.split("=", 1)
-            value = load_yaml(raw, where=f"--set {a}")
+            key, value = parse_set(a)
             if key.startswith("resources."):
                 self.resources[key.split(".", 1)[1]] = value
                 continue

@@ -102,8 +102,12 @@ def test_plan_for_a_gpu_says_the_recorded_times_are_cpu_times(tmp_path, monkeypa
 
 
 def test_plan_in_fast_mode_divides_fp32_records_by_the_measured_gain(tmp_path, monkeypatch):
+    """With fp32 records only (the committed bf16 ones, e.g. toy_phase_fast's, left out), the fast plan is the
+    fp32 one divided by the measured gain."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(plan, "sgemm_gflops", lambda: 100.0)
+    records = plan._records
+    monkeypatch.setattr(plan, "_records", lambda *a: [r for r in records(*a) if r["params"].get("precision") != "bf16"])
     spec = load_study(ROOT / "studies" / "toy_fig2.yaml")
     _, fp32 = plan.plan(spec, tmp_path / "s")
     fast = load_study(ROOT / "studies" / "toy_fig2.yaml")
@@ -132,3 +136,16 @@ def test_among_equally_near_records_the_same_mode_then_a_rated_one_is_taken(tmp_
     assert source == "nearest recorded: fast c" and secs == pytest.approx(30.0 * 0.5)
     secs, source = plan.estimate({"D": 16, "precision": "fp32"}, "x", tmp_path, recs, "toy_manifold.ipynb", 100.0)
     assert source == "nearest recorded: old a" and secs == pytest.approx(100.0)
+
+
+def test_a_recorded_same_point_of_the_points_mode_is_taken_before_one_of_the_other_mode(tmp_path):
+    """A bf16 point recorded in fp32 by one study and in bf16 by another takes the bf16 study's records (its
+    seeds averaged), not the first study's divided by a guessed gain; an fp32 point the other way round."""
+    recs = [{"params": {"D": 8, "precision": "fp32"}, "_s": 300.0, "gflops": 100.0, "source": "toy_phase a"},
+            {"params": {"D": 8, "precision": "bf16"}, "_s": 90.0, "gflops": 100.0, "source": "toy_phase_fast b"},
+            {"params": {"D": 8, "precision": "bf16"}, "_s": 110.0, "gflops": 100.0, "source": "toy_phase_fast c"},
+            {"params": {"D": 8, "precision": "bf16"}, "_s": 999.0, "gflops": 100.0, "source": "other d"}]
+    secs, source = plan.estimate({"D": 8, "precision": "bf16"}, "x", tmp_path, recs, "toy_manifold.ipynb", 100.0)
+    assert source == "same point, 2 recorded run(s) (toy_phase_fast)" and secs == pytest.approx(100.0)
+    secs, source = plan.estimate({"D": 8, "precision": "fp32"}, "x", tmp_path, recs, "toy_manifold.ipynb", 100.0)
+    assert source == "same point, 1 recorded run(s) (toy_phase)" and secs == pytest.approx(300.0)

@@ -209,6 +209,12 @@ def _fast_gain(point: dict, record: dict, notebook: str) -> float:
     return gain ** (int(_is_fast(point)) - int(_is_fast(record)))
 
 
+def _preference(point: dict, record: dict) -> tuple[bool, bool]:
+    """Among equally near records: the point's precision mode first (no fast-mode gain guessed), then one with
+    a recorded matmul rate; ``min`` keeps the first of equals, so the records' order (the study's own first)."""
+    return _is_fast(point) != _is_fast(record["params"]), not record.get("gflops")
+
+
 def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], notebook: str,
              here: float) -> tuple[float | None, str]:
     """(seconds, where the figure comes from) for one point; (None, why) when nothing applies."""
@@ -217,15 +223,15 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
         record, secs, source = own, _at_this_rate(own, here), own["source"]
     elif records:
         same = [r for r in records if _distance(point, r["params"]) == 0]
-        same = [r for r in same if r["source"].split()[0] == same[0]["source"].split()[0]]   # one study's
-        same = [r for r in same if r.get("gflops")] or same      # those with a recorded rate, where some have one
-        if same:
+        if same:        # one study's records of the point's mode, with a recorded rate where some have one
+            best = min(same, key=lambda r: _preference(point, r))
+            same = [r for r in same if r["source"].split()[0] == best["source"].split()[0]
+                    and _is_fast(r["params"]) == _is_fast(best["params"])]
+            same = [r for r in same if r.get("gflops")] or same
             record, secs = same[0], sum(_at_this_rate(r, here) for r in same) / len(same)
             source = f"same point, {len(same)} recorded run(s) ({same[0]['source'].split()[0]})"
         else:
-            record = min(records, key=lambda r: (_distance(point, r["params"]),          # nearest; then the same
-                                                 _is_fast(point) != _is_fast(r["params"]),   # mode; then one
-                                                 not r.get("gflops")))                      # with a rate
+            record = min(records, key=lambda r: (_distance(point, r["params"]), *_preference(point, r)))
             secs = _at_this_rate(record, here) * _scale_units(point, record["params"])
             source = f"nearest recorded: {record['source']}"
     else:

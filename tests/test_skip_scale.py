@@ -141,3 +141,16 @@ def test_written_studies_load_and_match_their_notebooks(study, points):
     spec = load_study(ROOT / "studies" / f"{study}.yaml")
     check_against_notebook(spec)
     assert len(spec.points()) == points
+
+
+def test_skip_ratios_sort_cells_by_their_settings_and_divide_by_plain_x_of_the_same_seed():
+    from manifold_lab.plots.toy import skip_ratios
+
+    rows = [{"run_id": f"{w}-{D}-{p}-{s}-{seed}", "hidden_size": w, "D": D, "pred": p, "long_skip": s, "seed": seed,
+             "params": 100 + int(s), "metric": "nn_dist", "value": (2.0 if p == "v" else 1.0) * (1 + seed) * D}
+            for w, D in [(256, 512), (64, 32), (256, 8), (64, 8)] for p in ("x", "v") for s in (False, True)
+            for seed in (0, 1)]
+    r = skip_ratios(pd.DataFrame(rows))
+    assert list(dict.fromkeys(r["cell"])) == ["hidden_size=64 D=8", "hidden_size=64 D=32", "hidden_size=256 D=8",
+                                              "hidden_size=256 D=512"]      # numbers in order, not as text
+    assert np.allclose(r.loc[r["pred"] == "v", "ratio"], 2.0) and np.allclose(r.loc[r["pred"] == "x", "ratio"], 1.0)

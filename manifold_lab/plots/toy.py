@@ -125,12 +125,13 @@ def fig_pred_loss_heatmap(summary: pd.DataFrame, study_dir: Path, metric: str = 
 def skip_ratios(summary: pd.DataFrame) -> pd.DataFrame:
     """Per (cell, pred, long_skip, seed): the metric (nn_dist for the toy, fd_feat for images) over plain
     x-prediction's (long_skip false) at the same cell and seed. Cell: every parameter but pred, seed,
-    long_skip and the derived parameter count ``params`` (the skip's gates add to it). Columns: cell (text), pred,
-    long_skip, seed, value, ratio."""
+    long_skip and the derived parameter count ``params`` (the skip's gates add to it); the cells sorted by their
+    settings (width, then D). Columns: cell (text), pred, long_skip, seed, value, ratio."""
     metric = "nn_dist" if "nn_dist" in set(summary["metric"]) else "fd_feat"
     df = summary[summary["metric"] == metric].copy()
     skip = {"study", "run_id", "metric", "value", "pred", "seed", "long_skip", "params"}
     keys = [c for c in df.columns if c not in skip and df[c].nunique() > 1]
+    df = df.sort_values(keys, kind="stable") if keys else df             # cells in the order of their settings
     df["cell"] = df[keys].apply(lambda r: " ".join(f"{k}={r[k]}" for k in keys), axis=1) if keys else "all"
     df["long_skip"] = df["long_skip"].astype(str).str.lower().isin(["true", "1", "1.0"])
     ref = df[(df["pred"] == "x") & ~df["long_skip"]].set_index(["cell", "seed"])["value"]

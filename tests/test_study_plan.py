@@ -60,6 +60,12 @@ def test_a_summary_carries_the_rate_its_times_were_taken_at(tmp_path, monkeypatc
     assert results.run_timing(run, {"train_s": 30.0}) == {"wall_s": 40.0, "sgemm_gflops": 50.0}
     assert results.run_timing(run, {"wall_s": 33.0}) == {"sgemm_gflops": 50.0}       # the notebook's own wall_s
     assert results.run_timing(tmp_path / "none", {}) == {}
+    bad = tmp_path / "bad"                  # no usable number: a bool, a text, NaN, infinite, zero: none taken
+    io.write_json(bad / "run.json", {"wall_s": True, "sgemm_gflops": "fast"})
+    assert results.run_timing(bad, {}) == {}
+    assert [results.recorded_number(v) for v in (float("nan"), float("inf"), 0, -1.0, None, 7)] == [None] * 5 + [7.0]
+    io.write_json(bad / "run.json", {"wall_s": 12.0, "sgemm_gflops": "fast"})   # a run folder's time, its rate unusable
+    assert plan._own_run(tmp_path, "bad") == {"_s": 12.0, "gflops": None, "source": "run.json bad", "params": {}}
     spec_path = make_study(tmp_path, [1, 2])
     results_dir = tmp_path / "results"
     rows = ["study,run_id,x,sleep_s,log,metric,value"]

@@ -125,11 +125,6 @@ def _scale_units(point: dict, record: dict) -> float:
     return 1.0
 
 
-def _rate(value) -> float | None:
-    """A recorded matmul rate, or None where the summary has none (a NaN cell of an older run)."""
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) and value > 0 else None
-
-
 def _summary_records(path: Path, source: str) -> list[dict]:
     """Per run of a committed summary: its parameters and recorded seconds (``_s``), or nothing."""
     import pandas as pd
@@ -149,7 +144,7 @@ def _summary_records(path: Path, source: str) -> list[dict]:
         if secs is not None and math.isfinite(secs):
             first = rows.iloc[0]
             out.append({"params": {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in params},
-                        "_s": float(secs), "gflops": _rate(m.get("sgemm_gflops")), "source": f"{source} {rid}"})
+                        "_s": float(secs), "gflops": results.recorded_number(m.get("sgemm_gflops")), "source": f"{source} {rid}"})
     return out
 
 
@@ -184,9 +179,10 @@ def _records(spec: StudySpec, results_dir: Path, studies_dir: Path) -> list[dict
 
 def _own_run(study_dir: Path, run_id: str) -> dict | None:
     record = io.read_json_or_warn(results.run_dir(study_dir, run_id) / "run.json", consequence="not used by --plan")
-    if record and isinstance(record.get("wall_s"), (int, float)):
-        return {"_s": float(record["wall_s"]), "gflops": record.get("sgemm_gflops"), "source": f"run.json {run_id}",
-                "params": record.get("params") or {}}
+    secs = results.recorded_number(record.get("wall_s")) if record else None
+    if secs is not None:
+        return {"_s": secs, "gflops": results.recorded_number(record.get("sgemm_gflops")),
+                "source": f"run.json {run_id}", "params": record.get("params") or {}}
     return None
 
 

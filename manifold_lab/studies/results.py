@@ -19,6 +19,7 @@ rows of the run ids it holds, in place, and keeps every other row of the existin
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import zipfile
@@ -197,9 +198,14 @@ def run_timing(path: Path, measured: dict) -> dict:
     it on another machine). Nothing when run.json is absent or holds no number."""
     record, _ = read_record(Path(path) / "run.json", warn=False)
     record = record if isinstance(record, dict) else {}
-    return {k: float(record[k]) for k in RUN_TIMING
-            if k not in measured and isinstance(record.get(k), (int, float)) and not isinstance(record[k], bool)
-            and record[k] > 0}
+    return {k: v for k in RUN_TIMING if k not in measured and (v := recorded_number(record.get(k))) is not None}
+
+
+def recorded_number(value) -> float | None:
+    """A recorded cost or rate (``wall_s``, ``sgemm_gflops``) as a float, or None where there is none: absent,
+    not a number (a bool included), NaN or infinite (a summary's empty cell), zero or less."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return float(value) if ok else None
 
 
 def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any]]], kind: str | None = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from manifold_lab import explore, io, paper, paths
+from manifold_lab.studies import results
 
 ORDER = ("toy_fig2", "toy_pred_loss", "toy_preconditioner", "image_pred_loss", "image_width", "image_patch",
          "image_bottleneck", "image_noise_shift", "toy_phase", "toy_phase_fast", "toy_phase_long", "toy_intrinsic_dim",
@@ -65,14 +66,12 @@ def _git(args: list[str]) -> str:
 
 
 def _run_time_s(df: pd.DataFrame) -> float:
-    """Seconds summed over the runs of a tidy summary: each run's wall_s, else its train_s + sample_s."""
-    timed = df[df["metric"].isin(["wall_s", "train_s", "sample_s"])] if len(df) else df
-    if timed.empty:
+    """Seconds summed over the runs of a tidy summary: each run's :func:`results.run_seconds` (wall_s, else
+    train_s + sample_s; a run with neither counts 0)."""
+    if df.empty or "run_id" not in df:
         return 0.0
-    per_run = timed.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
-    parts = per_run.reindex(columns=["train_s", "sample_s"]).sum(axis=1, min_count=1)
-    wall = per_run["wall_s"] if "wall_s" in per_run else parts * float("nan")
-    return float(wall.fillna(parts).fillna(0.0).sum())
+    runs = (dict(zip(rows["metric"], rows["value"])) for _, rows in df.groupby("run_id", sort=False))
+    return float(sum(results.run_seconds(m)[0] or 0.0 for m in runs))
 
 
 def provenance(study: str, results_dir=None) -> str:

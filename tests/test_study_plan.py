@@ -64,6 +64,11 @@ def test_a_summary_carries_the_rate_its_times_were_taken_at(tmp_path, monkeypatc
     io.write_json(bad / "run.json", {"wall_s": True, "sgemm_gflops": "fast"})
     assert results.run_timing(bad, {}) == {}
     assert [results.recorded_number(v) for v in (float("nan"), float("inf"), 0, -1.0, None, 7)] == [None] * 5 + [7.0]
+    # one run's cost, shared by --plan's records and the gallery's run time: wall_s first, else its timed parts
+    assert results.run_seconds({"wall_s": 9.0, "train_s": 5.0}) == (9.0, True)
+    assert results.run_seconds({"wall_s": float("nan"), "train_s": 5.0, "sample_s": 2.0}) == (7.0, False)
+    assert results.run_seconds({"sample_s": 2.0}) == (2.0, False)
+    assert results.run_seconds({"nn_dist": 0.1}) == (None, False)
     io.write_json(bad / "run.json", {"wall_s": 12.0, "sgemm_gflops": "fast"})   # a run folder's time, its rate unusable
     assert plan._own_run(tmp_path, "bad") == {"_s": 12.0, "gflops": None, "source": "run.json bad", "params": {}}
     spec_path = make_study(tmp_path, [1, 2])

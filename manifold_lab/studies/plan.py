@@ -138,10 +138,9 @@ def _summary_records(path: Path, source: str) -> list[dict]:
     params = [c for c in df.columns if c not in ("study", "run_id", "metric", "value")]
     for rid, rows in df.groupby("run_id"):
         m = dict(zip(rows["metric"], rows["value"]))
-        secs = m.get("wall_s")
-        if secs is None and "train_s" in m:
-            secs = m["train_s"] + m.get("sample_s", 0.0) + OVERHEAD_S
-        if secs is not None and math.isfinite(secs):
+        secs, wall = results.run_seconds(m)
+        if secs is not None:
+            secs += 0.0 if wall else OVERHEAD_S
             first = rows.iloc[0]
             out.append({"params": {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in params},
                         "_s": float(secs), "gflops": results.recorded_number(m.get("sgemm_gflops")), "source": f"{source} {rid}"})

@@ -208,6 +208,17 @@ def recorded_number(value) -> float | None:
     return float(value) if ok else None
 
 
+def run_seconds(metrics: dict) -> tuple[float | None, bool]:
+    """One run's cost from its summary metrics: (``wall_s``, True) where the runner recorded it, else
+    (``train_s`` + ``sample_s``, False) from the parts the notebook timed (either alone counts), else
+    (None, False). Each value is taken through :func:`recorded_number` (absent, NaN or <= 0: none)."""
+    wall = recorded_number(metrics.get("wall_s"))
+    if wall is not None:
+        return wall, True
+    parts = [v for k in ("train_s", "sample_s") if (v := recorded_number(metrics.get(k))) is not None]
+    return (sum(parts), False) if parts else (None, False)
+
+
 def summarise(study: str, study_dir: Path, points: list[tuple[str, dict[str, Any]]], kind: str | None = None,
               derived_names: tuple[str, ...] = ()) -> pd.DataFrame:
     """Tidy table of the done runs among ``points``: study, run_id, one column per parameter, one per derived

@@ -172,7 +172,10 @@ def test_boundary_over_seeds_gives_a_range_and_a_bootstrap_interval(tmp_path):
         np.testing.assert_allclose(per.xs(seed, level="seed")["D_star"], a * per.xs(seed, level="seed").index,
                                    rtol=1e-9)
     bound = boundary_table(summary).query("target == 'v'").set_index("hidden_size")
-    assert (bound["n_seeds"] == 3).all()
+    assert (bound["n_seeds"] == 3).all() and (bound["seed_status"] == "3 crossing").all()
+    lower = summary["run_id"].str.endswith("-s1") & (summary["hidden_size"] == 64) & (summary["D"] == 8)
+    short = boundary_table(summary[~lower]).query("target == 'v'").set_index("hidden_size").loc[64]
+    assert short["n_seeds"] == 2 and short["seed_status"] == "2 crossing, 1 bracketed"   # seed 1 left out, said so
     np.testing.assert_allclose(bound["D_star_min"], 0.4 * bound.index.to_numpy(float), rtol=1e-9)
     np.testing.assert_allclose(bound["D_star_max"], 0.6 * bound.index.to_numpy(float), rtol=1e-9)
     fit = fit_boundary(boundary_table(summary), boundary_by_seed(summary)).set_index("target").loc["v"]

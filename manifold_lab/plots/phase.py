@@ -9,8 +9,9 @@ widths that fail at the smallest D, pass at the largest, or have cells missing a
 
 Over seeds (:func:`boundary_by_seed`): the same rule on each seed's own cells gives one D* per seed where
 that seed ran both deciding cells; ``boundary.csv`` carries their range (``D_star_min``, ``D_star_max``,
-``n_seeds``) beside the D* of the seed-mean, and the fit an interval on a and b (2.5-97.5 % of a bootstrap
-over seeds: per width one of its seeds' D* drawn at random, :data:`N_BOOT` times). The ``phase_diagram``
+``n_seeds``) and every seed's own status counted (``seed_status``) beside the D* of the seed-mean, and the
+fit an interval on a and b (2.5-97.5 % of a bootstrap over seeds: per width one of its seeds' D* drawn at
+random, :data:`N_BOOT` times). The ``phase_diagram``
 figure adds the seeds of the sibling study ``toy_phase_seeds`` (its summary.csv, when present) to the
 study's own.
 
@@ -91,7 +92,9 @@ def boundary_table(summary: pd.DataFrame, metric: str = METRIC, by_seed: pd.Data
     """One row per (target other than x, width): the deciding cells (D_pass, D_fail with their ratios to
     x-prediction), the interpolated D_star and a status (see :func:`_crossing`); missing cells stay unknown.
     With a ``seed`` column also the range of the seeds' own D* (``by_seed``: :func:`boundary_by_seed`,
-    computed here when not given)."""
+    computed here when not given) over the ``n_seeds`` seeds that cross inside the grid, and ``seed_status``:
+    every seed's own status counted (e.g. "2 fails_everywhere, 1 crossing"), so a range that leaves seeds out
+    says so."""
     cells = cell_table(summary, metric)
     Ds = sorted(cells.index.get_level_values("D").unique())
     out = pd.DataFrame(_boundary_rows(cells, Ds))
@@ -101,7 +104,14 @@ def boundary_table(summary: pd.DataFrame, metric: str = METRIC, by_seed: pd.Data
         rng = pd.DataFrame({"D_star_min": got.min(), "D_star_max": got.max(), "n_seeds": got.count()}).reset_index()
         out = out.merge(rng, on=["target", "hidden_size"], how="left")
         out["n_seeds"] = out["n_seeds"].fillna(0).astype(int)
+        statuses = per.groupby(["target", "hidden_size"])["status"].agg(_status_counts).rename("seed_status")
+        out = out.merge(statuses.reset_index(), on=["target", "hidden_size"], how="left")
     return out
+
+
+def _status_counts(statuses: pd.Series) -> str:
+    """The seeds' own statuses of one width, counted: e.g. "2 crossing, 1 bracketed" (most frequent first)."""
+    return ", ".join(f"{n} {status}" for status, n in statuses.value_counts().items())
 
 
 def boundary_by_seed(summary: pd.DataFrame, metric: str = METRIC) -> pd.DataFrame:

@@ -67,9 +67,9 @@ def test_status_counts_grid_points_seeds_and_runs_beyond_the_grid():
     st = explore.status("toy_fig2", RESULTS)
     assert (st["done"], st["total"], st["beyond_grid"], st["seeds"]) == (12, 12, 24, [0, 1, 2])
     assert explore.status("toy_phase", RESULTS)["done"] == explore.status("toy_phase", RESULTS)["total"] == 105
-    seeds = explore.status("toy_phase_seeds", RESULTS)           # widths 64-256 run, 512 and 1024 not yet
-    assert seeds["total"] == 102 and seeds["done"] == 54 and len(seeds["pending"]) == 48
-    assert "54 of 102 grid points done" in explore.status_line(seeds)
+    seeds = explore.status("toy_phase_seeds", RESULTS)           # every width run
+    assert seeds["total"] == seeds["done"] == 108 and not seeds["pending"]
+    assert "108 of 108 grid points done" in explore.status_line(seeds)
 
 
 def test_runs_list_folders_and_a_run_made_here_loads_its_samples_and_curve(tmp_path):

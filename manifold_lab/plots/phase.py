@@ -193,9 +193,11 @@ def _draw_fit(ax, fit: pd.Series, rows: pd.DataFrame, widths: list, Ds: list) ->
             color="cyan", mec="k", ms=6, zorder=5)
     if "n_seeds" in rows:
         ranged = rows[rows["n_seeds"] > 1]
-        for _, r in ranged.iterrows():
-            x = to_x(np.log(float(r["hidden_size"])))
-            ax.plot([x, x], to_y(np.log([r["D_star_min"], r["D_star_max"]])), color="cyan", lw=1.5, zorder=4)
+        for _, r in ranged.iterrows():  # beside the dot, black with caps: visible on the cyan step line
+            x = to_x(np.log(float(r["hidden_size"]))) + 0.28
+            lo, hi = to_y(np.log([r["D_star_min"], r["D_star_max"]]))
+            ax.errorbar([x], [(lo + hi) / 2], yerr=[[(hi - lo) / 2]], fmt="none", ecolor="k", elinewidth=1.8,
+                        capsize=3, zorder=6)
     if math.isfinite(fit["b"]):
         w = np.geomspace(min(widths), max(widths), 50)
         ax.plot(to_x(np.log(w)), to_y(np.log(fit["a"] * w ** fit["b"])), "--", color="w", lw=1.5)

@@ -131,3 +131,12 @@ def test_a_study_asking_for_bf16_on_a_cpu_without_it_is_one_line_before_anything
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "point D0002-spiral-d2-mlp-w256-xpred-vloss-s0" in err[0] and "native bf16" in err[0]
     assert not out.exists()
+    # --plan still estimates (for a machine with bf16, e.g. a SLURM node) and says a local run would stop
+    assert main(["study", "studies/toy_fig2.yaml", "--results-dir", str(out), "--set", "precision=bf16", "--plan"]) == 0
+    cap = capsys.readouterr()
+    assert cap.out.startswith("plan for study toy_fig2") and "total: ~" in cap.out
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: a local run of it stops") and "native bf16" in err[0]
+    assert not out.exists()
+    assert main(["study", "studies/toy_fig2.yaml", "--results-dir", str(out), "--plan"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -160,3 +160,20 @@ def test_a_recorded_same_point_of_the_points_mode_is_taken_before_one_of_the_oth
     assert source == "same point, 2 recorded run(s) (toy_phase_fast)" and secs == pytest.approx(100.0)
     secs, source = plan.estimate({"D": 8, "precision": "fp32"}, "x", tmp_path, recs, "toy_manifold.ipynb", 100.0)
     assert source == "same point, 1 recorded run(s) (toy_phase)" and secs == pytest.approx(300.0)
+
+
+def test_plan_notes_records_from_another_processor_kind(tmp_path, monkeypatch, capsys):
+    """Rates far from this machine's (another processor kind) get a line saying which way the total errs;
+    rates near it none."""
+    assert plan._other_kind_note([190.0, 197.0, 200.0], 92.0).endswith("the total is likely too high")
+    assert "2.14x above" in plan._other_kind_note([190.0, 197.0, 200.0], 92.0)
+    assert plan._other_kind_note([90.0, 92.0, 95.0], 197.0).endswith("likely too low")
+    assert plan._other_kind_note([150.0, 197.0, 219.0], 160.0) == "" and plan._other_kind_note([], 92.0) == ""
+    monkeypatch.chdir(ROOT)
+    rates = [r["gflops"] for r in plan._records(load_study(ROOT / "studies" / "toy_fig2.yaml"), ROOT / "results",
+                                                    ROOT / "studies") if r.get("gflops") and r["source"].startswith("toy_fig2 ")]
+    median = sorted(rates)[len(rates) // 2]
+    for here, noted in ((median, False), (median / 3, True)):
+        monkeypatch.setattr(plan, "sgemm_gflops", lambda h=here: h)
+        assert main(["study", "studies/toy_fig2.yaml", "--plan", "--results-dir", str(tmp_path / "s")]) == 0
+        assert ("note: the recorded runs' matmul rate is 3.00x above" in capsys.readouterr().out) == noted

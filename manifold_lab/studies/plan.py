@@ -248,6 +248,29 @@ def _at_this_rate(record: dict, here: float) -> float:
     return record["_s"] * (record["gflops"] / here if record.get("gflops") else 1.0)
 
 
+# rates this far apart come from different processor kinds, where the matmul ratio overstates the difference in
+# time (2026-12-07: toy_fig2 recorded on an Intel Xeon with AMX at 197 GFLOP/s ran on an AMD EPYC with AVX2 only,
+# 92 GFLOP/s, in 1.51x the recorded time where the rate fell 2.14x; image_pred_loss's training, bound by
+# element-wise work, took 0.93x its AMX time there)
+OTHER_KIND_RATIO = 1.5
+
+
+def _other_kind_note(rates: list[float], here: float) -> str:
+    """A line for the plan when the recorded matmul rates (their median) lie more than OTHER_KIND_RATIO from this
+    machine's; '' otherwise."""
+    if not rates:
+        return ""
+    rates = sorted(rates)
+    ratio = rates[len(rates) // 2] / here
+    if 1 / OTHER_KIND_RATIO <= ratio <= OTHER_KIND_RATIO:
+        return ""
+    slower = ratio > 1
+    return (f"note: the recorded runs' matmul rate is {max(ratio, 1 / ratio):.2f}x {'above' if slower else 'below'} "
+            "this machine's, as between processor kinds, where the rate's ratio overstates the difference in time "
+            "(measured: the rate 2.14x, a toy study's time 1.51x), so the total is likely too "
+            f"{'high' if slower else 'low'}")
+
+
 def _fmt(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
         f"{seconds / 3600:.1f} h"
@@ -305,6 +328,11 @@ def plan(spec: StudySpec, results_dir: str | Path = "results", *, workers: int |
              "by (its rate / this one); a record without one (summaries older than the sgemm_gflops metric) is taken as "
              "this machine's speed (x1.00)"),
             "nothing was run or written (--plan)"]
+    rated = [r for r in records if r.get("gflops")]
+    own = [r for r in rated if r["source"].split()[0] == spec.study]      # the study's own records where it has some
+    kinds = _other_kind_note([r["gflops"] for r in own or rated], here)
+    if kinds:
+        tail.insert(-1, kinds)
     if any(str(p.get("device", "cpu")).startswith("cuda") for _, p in points):
         tail.insert(-1, "device cuda: the committed times were recorded on CPUs, so for a GPU they are no estimate "
                         "(a GPU runs these small nets far faster); `bash benchmarks/gpu_suite.sh 6` measures studies "

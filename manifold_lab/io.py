@@ -7,6 +7,7 @@ created 0600).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -115,6 +116,31 @@ def cache_dir(kind: str) -> Path:
         raise ValueError(f"cache kind {kind!r} is not one of {', '.join(CACHE_KINDS)}")
     root = os.environ.get("MANIFOLD_LAB_CACHE") or Path.home() / ".cache" / "manifold_lab"
     return Path(root) / kind
+
+
+@contextlib.contextmanager
+def build_lock(path: Path):
+    """Hold an exclusive lock on ``<path>.lock`` (beside ``path``, its folder created) for the ``with`` block, so
+    that of several processes about to build the same cache file (the workers of a study on a fresh machine) the
+    first builds it and the others wait, then find it made. Where the system offers no file locks (no fcntl, or
+    a file system that refuses them) the block runs unlocked, as before: the write stays atomic either way."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:          # not POSIX: no lock
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:          # e.g. a network file system without locks
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- outputs checked before any work -------------------------------------------------------------------

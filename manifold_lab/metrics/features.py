@@ -16,7 +16,7 @@ from torch import nn
 
 from manifold_lab.data.imagefolder import to_model_range
 from manifold_lab.data.real_images import ImageSet
-from manifold_lab.io import cache_dir, save_torch
+from manifold_lab.io import build_lock, cache_dir, save_torch
 
 FEATURE_DIM = 64
 FEATURE_VERSION = 1   # bump when the net or its training changes, so old caches are not reused
@@ -81,10 +81,11 @@ def load_feature_net(images: ImageSet, *, steps: int = 1500, seed: int = 0) -> t
     path = cache_dir("features") / (
         f"rotnet-v{FEATURE_VERSION}-{images.fingerprint()}-px{images.img_size}-steps{steps}-seed{seed}.pt")
     net = RotationNet()
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
-        return net.eval().requires_grad_(False), {"feat_net_acc": float(state["acc"])}
-    net, acc = train_feature_net(images, steps=steps, seed=seed)
-    save_torch(path, {"model": net.state_dict(), "acc": acc})
+    with build_lock(path):       # a study's workers on a fresh machine: one trains it, the others wait for it
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state["model"])
+            return net.eval().requires_grad_(False), {"feat_net_acc": float(state["acc"])}
+        net, acc = train_feature_net(images, steps=steps, seed=seed)
+        save_torch(path, {"model": net.state_dict(), "acc": acc})
     return net, {"feat_net_acc": acc}

@@ -136,6 +136,22 @@ def test_fast_gain_applies_both_ways_and_never_on_a_gpu():
     assert plan._fast_gain(bf16, fp32, "imagenet_run.ipynb") == 1.0
 
 
+def test_compile_alone_takes_its_own_measured_gain():
+    """fp32 compiled (a CPU without bf16): COMPILE_GAIN against fp32 eager; bf16 against compiled the ratio."""
+    fp32, comp, bf16 = {}, {"compile": True}, {"precision": "bf16", "compile": True}
+    assert plan._fast_gain(comp, fp32, "toy_manifold.ipynb") == plan.COMPILE_GAIN["toy"]
+    assert plan._fast_gain({"compile": "true"}, fp32, "image_study.ipynb") == plan.COMPILE_GAIN["image"]
+    assert plan._fast_gain(fp32, comp, "image_study.ipynb") == pytest.approx(1 / plan.COMPILE_GAIN["image"])
+    assert plan._fast_gain(bf16, comp, "toy_manifold.ipynb") == pytest.approx(
+        plan.FAST_GAIN["toy"] / plan.COMPILE_GAIN["toy"])
+    assert plan._fast_gain({"compile": False}, fp32, "toy_manifold.ipynb") == 1.0
+    assert plan._fast_gain({**comp, "device": "cuda"}, fp32, "toy_manifold.ipynb") == 1.0
+    secs, source = plan.estimate({"D": 8, "compile": True}, "x", Path("/nonexistent"),
+                                 [{"params": {"D": 8}, "_s": 108.0, "gflops": None, "source": "s r"}],
+                                 "toy_manifold.ipynb", here=100.0)
+    assert secs == pytest.approx(100.0) and "for compile against fp32" in source
+
+
 def test_among_equally_near_records_the_same_mode_then_a_rated_one_is_taken(tmp_path):
     """A bf16 point nearest to an fp32 and a bf16 record alike takes the bf16 one (no gain guessed), and
     between two of its mode the one with a recorded matmul rate."""

@@ -190,24 +190,40 @@ def _own_run(study_dir: Path, run_id: str) -> dict | None:
 # loss + the fused AdamW (warm cache), 1.47x; image_pred_loss's 9 points at patch 8 (seed 0) 1217 s and 594 s,
 # 2.05x. Applied to a bf16 point estimated from an fp32 record (inverted the other way).
 FAST_GAIN = {"toy": 1.5, "image": 2.0}
+# compile alone (fp32: a CPU without native bf16), measured the same way on an AMD EPYC with AVX2 (2026-12-07):
+# toy_fig2 450 s -> 416 s summed (wall_s, warm cache), 1.08x; image_pred_loss's 6 points at patch 8 with the v- and
+# x-loss (seed 0) 1161 s -> 804 s, 1.44x, of which the feature net's first training about 150 s: 1.25x without it
+COMPILE_GAIN = {"toy": 1.08, "image": 1.25}
 
 
-def _is_fast(params: dict) -> bool:
-    """Whether the parameters ask for the fast CPU mode (bf16 on the CPU)."""
-    return str(params.get("precision")) == "bf16" and not str(params.get("device", "cpu")).startswith("cuda")
+def _cpu_mode(params: dict) -> str:
+    """The point's CPU mode for the plan: ``bf16`` (the fast mode, compiled or not), ``compile`` (fp32 compiled) or
+    ``fp32``; a CUDA point is ``fp32`` here (no CPU gain applies)."""
+    if str(params.get("device", "cpu")).startswith("cuda"):
+        return "fp32"
+    if str(params.get("precision")) == "bf16":
+        return "bf16"
+    return "compile" if str(params.get("compile")).lower() in ("true", "1") else "fp32"
+
+
+def _mode_gain(params: dict, notebook: str) -> float:
+    kind = next((k for k in FAST_GAIN if k in notebook and "imagenet" not in notebook), None)
+    mode = _cpu_mode(params)
+    if kind is None or mode == "fp32":
+        return 1.0
+    return (FAST_GAIN if mode == "bf16" else COMPILE_GAIN)[kind]
 
 
 def _fast_gain(point: dict, record: dict, notebook: str) -> float:
-    """How much faster the point runs than the record it is estimated from: FAST_GAIN where the point asks for
-    bf16 on the CPU and the record was fp32, its inverse the other way round, else 1."""
-    gain = next((g for kind, g in FAST_GAIN.items() if kind in notebook and "imagenet" not in notebook), 1.0)
-    return gain ** (int(_is_fast(point)) - int(_is_fast(record)))
+    """How much faster the point runs than the record it is estimated from: the measured gain of the point's CPU
+    mode (FAST_GAIN for bf16, COMPILE_GAIN for fp32 compiled) over the record's, 1 for the same mode."""
+    return _mode_gain(point, notebook) / _mode_gain(record, notebook)
 
 
 def _preference(point: dict, record: dict) -> tuple[bool, bool]:
     """Among equally near records: the point's precision mode first (no fast-mode gain guessed), then one with
     a recorded matmul rate; ``min`` keeps the first of equals, so the records' order (the study's own first)."""
-    return _is_fast(point) != _is_fast(record["params"]), not record.get("gflops")
+    return _cpu_mode(point) != _cpu_mode(record["params"]), not record.get("gflops")
 
 
 def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], notebook: str,
@@ -221,7 +237,7 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
         if same:        # one study's records of the point's mode, with a recorded rate where some have one
             best = min(same, key=lambda r: _preference(point, r))
             same = [r for r in same if r["source"].split()[0] == best["source"].split()[0]
-                    and _is_fast(r["params"]) == _is_fast(best["params"])]
+                    and _cpu_mode(r["params"]) == _cpu_mode(best["params"])]
             same = [r for r in same if r.get("gflops")] or same
             record, secs = same[0], sum(_at_this_rate(r, here) for r in same) / len(same)
             source = f"same point, {len(same)} recorded run(s) ({same[0]['source'].split()[0]})"
@@ -234,8 +250,9 @@ def estimate(point: dict, run_id: str, study_dir: Path, records: list[dict], not
     if record is not None:
         gain = _fast_gain(point, record.get("params", {}), notebook)
         if gain != 1.0:
-            source += (f", /{gain:g} for bf16 (measured fast-mode gain)" if gain > 1
-                       else f", x{1 / gain:g}: recorded in bf16 (measured fast-mode gain)")
+            point_mode, record_mode = _cpu_mode(point), _cpu_mode(record.get("params", {}))
+            source += (f", /{gain:.3g} for {point_mode} against {record_mode} (measured CPU-mode gain)" if gain > 1
+                       else f", x{1 / gain:.3g}: recorded in {record_mode} (measured CPU-mode gain)")
         return secs / gain, source
     if notebook in ASSUMED:
         per, key, ref, text = ASSUMED[notebook]

@@ -191,8 +191,9 @@ def _own_run(study_dir: Path, run_id: str) -> dict | None:
 # 2.05x. Applied to a bf16 point estimated from an fp32 record (inverted the other way).
 FAST_GAIN = {"toy": 1.5, "image": 2.0}
 # compile alone (fp32: a CPU without native bf16), measured the same way on an AMD EPYC with AVX2 (2026-12-07):
-# toy_fig2 450 s -> 416 s summed (wall_s, warm cache), 1.08x; image_pred_loss's 6 points at patch 8 with the v- and
-# x-loss (seed 0) 1161 s -> 804 s, 1.44x, of which the feature net's first training about 150 s: 1.25x without it
+# toy_fig2's 12 points 460 s summed in fp32 (the mean of two runs) and 429 s compiled (warm cache), 1.07x, the
+# study's wall 245 -> 227 s, 1.08x; image_pred_loss's 6 points at patch 8 with the v- and x-loss (seed 0) 1161 s ->
+# 804 s, 1.44x, but the fp32 run's first two points also trained the fd_feat net (about 150 s): 1.26x without it
 COMPILE_GAIN = {"toy": 1.08, "image": 1.25}
 
 
@@ -207,6 +208,7 @@ def _cpu_mode(params: dict) -> str:
 
 
 def _mode_gain(params: dict, notebook: str) -> float:
+    """The measured gain over fp32 eager of the parameters' CPU mode for a toy or image notebook; 1 elsewhere."""
     kind = next((k for k in FAST_GAIN if k in notebook and "imagenet" not in notebook), None)
     mode = _cpu_mode(params)
     if kind is None or mode == "fp32":
@@ -221,7 +223,7 @@ def _fast_gain(point: dict, record: dict, notebook: str) -> float:
 
 
 def _preference(point: dict, record: dict) -> tuple[bool, bool]:
-    """Among equally near records: the point's precision mode first (no fast-mode gain guessed), then one with
+    """Among equally near records: the point's CPU mode first (no mode gain guessed), then one with
     a recorded matmul rate; ``min`` keeps the first of equals, so the records' order (the study's own first)."""
     return _cpu_mode(point) != _cpu_mode(record["params"]), not record.get("gflops")
 

@@ -140,3 +140,6 @@ def test_a_study_asking_for_bf16_on_a_cpu_without_it_is_one_line_before_anything
     assert not out.exists()
     assert main(["study", "studies/toy_fig2.yaml", "--results-dir", str(out), "--plan"]) == 0
     assert "warning" not in capsys.readouterr().err
+    # a setting this machine would run (or a check of the config's own) is no warning about this machine
+    assert main(["study", "studies/toy_fig2.yaml", "--results-dir", str(out), "--plan", "--set", "lr=-1"]) == 0
+    assert "on this machine" not in capsys.readouterr().err

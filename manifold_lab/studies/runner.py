@@ -252,8 +252,8 @@ def _main(args) -> int:
         check_against_notebook(spec)
         print(plan(spec, args.results_dir, workers=args.workers, backend=args.backend)[0])
         if args.backend == "local":          # the estimate stands for a machine that can run it; say this one cannot
-            try:
-                check_this_machine(spec, checked_points(spec))
+            try:                             # (the points unchecked, as the plan takes them: only the machine is meant)
+                check_this_machine(spec, [(spec.format_id(p), p) for p in spec.points()])
             except ConfigError as e:
                 print(f"warning: a local run of it stops before its first point on this machine: {e}", file=sys.stderr)
         return 0

@@ -183,9 +183,10 @@ def reference_stats(cfg: ImageNetPointConfig, tcfg: ImageNetConfig) -> Path:
     key = hashlib.sha1(str(Path(tcfg.data_path).resolve()).encode()).hexdigest()[:12]
     size = cfg.eval_size or tcfg.img_size   # the resolution the samples are measured at
     ref = io.cache_dir("fid_refs") / f"{key}-px{size}-{cfg.feature_extractor}.npz"
-    if not ref.is_file():
-        prepare_ref(tcfg.data_path, ref, img_size=size, kind=cfg.feature_extractor,
-                    weights=cfg.inception_weights or None, verbose=False)
+    with io.build_lock(ref):        # the points of a study sharing a data set: one computes it, the others wait
+        if not ref.is_file():
+            prepare_ref(tcfg.data_path, ref, img_size=size, kind=cfg.feature_extractor,
+                        weights=cfg.inception_weights or None, verbose=False)
     return ref
 
 

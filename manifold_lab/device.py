@@ -10,7 +10,9 @@ one-line ConfigError (use fp32 or auto).
 compile: :func:`compile_net` wraps a module in ``torch.compile`` with inductor's on-disk caches (FX graph
 and AOTAutograd) in :func:`compile_cache_dir`, so only the first run of a shape pays the full compile. The
 small runs compile their whole loss but the random draws (:class:`manifold_lab.train.core.LossGraph`: net,
-noising and loss algebra, forward and backward), one graph per net shape, target and loss space.
+noising and loss algebra, forward and backward), one graph per net shape, target and loss space. On the CPU
+the image study's JiT is then built in a layout inductor fuses better, the same function and parameters
+(:func:`manifold_lab.image_study.compiled_cpu_layout`).
 """
 from __future__ import annotations
 

@@ -143,3 +143,46 @@ def test_a_study_asking_for_bf16_on_a_cpu_without_it_is_one_line_before_anything
     # a setting this machine would run (or a check of the config's own) is no warning about this machine
     assert main(["study", "studies/toy_fig2.yaml", "--results-dir", str(out), "--plan", "--set", "lr=-1"]) == 0
     assert "on this machine" not in capsys.readouterr().err
+
+
+def test_a_compiled_image_run_on_the_cpu_takes_the_fused_layout(monkeypatch):
+    """compile on the CPU: the JiT's patch I/O as matmuls and the attention written out (what inductor fuses
+    well there); eager, or on CUDA: the paper's layout (the committed tables' numbers)."""
+    from manifold_lab import image_study
+    from manifold_lab.image_study import ImageConfig, make_net
+    from manifold_lab.nets.layers import Attention
+
+    def layout(**kw):
+        net = make_net(ImageConfig(depth=1, **kw))
+        return net.patch_io, {m.impl for m in net.modules() if isinstance(m, Attention)}
+
+    assert layout(device="cpu") == ("conv", {"sdpa"})
+    assert layout(device="cpu", compile=True) == ("matmul", {"math"})
+    eager, comp = make_net(ImageConfig(device="cpu")), make_net(ImageConfig(device="cpu", compile=True))
+    for a, b in zip(eager.state_dict().values(), comp.state_dict().values()):
+        assert torch.equal(a, b)                                       # the same initial weights
+    monkeypatch.setattr(image_study, "resolve_device", lambda name: torch.device("cuda"))
+    assert layout(device="auto", compile=True) == ("conv", {"sdpa"})  # a run for CUDA keeps the fused kernels
+
+
+@pytest.mark.slow
+def test_compiled_image_steps_match_eager(tmp_path, monkeypatch):
+    """A few training steps of the image study's JiT compiled (the fused CPU layout) against eager (the
+    paper's layout): losses and weights within float tolerance."""
+    from manifold_lab.image_study import ImageConfig, make_net
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def run(compile_: bool):
+        cfg = ImageConfig(device="cpu", precision="fp32", compile=compile_, depth=2, batch_size=32, steps=4)
+        net = make_net(cfg)
+        res = train(net, Denoiser(), lambda b, g: (x[torch.randint(0, 64, (b,), generator=g)], None),
+                    cfg.train_config(), progress=False)
+        return res.curve.loss.tolist(), list(net.parameters()), net.patch_io
+
+    (eager, w_eager, io_e), (comp, w_comp, io_c) = run(False), run(True)
+    assert (io_e, io_c) == ("conv", "matmul")
+    assert comp == pytest.approx(eager, rel=1e-4, abs=1e-6)
+    for a, b in zip(w_eager, w_comp):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

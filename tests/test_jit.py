@@ -264,6 +264,39 @@ def test_unknown_model_name_and_override():
     assert set(JiT_models) == set(PAPER)
 
 
+# ---- patch I/O layout ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("bottleneck_dim", [8, None])
+def test_matmul_patch_io_is_the_same_function_with_the_same_parameters(bottleneck_dim):
+    """patch_io="matmul" (the compiled CPU runs' layout): the same state_dict, output and gradients as the
+    paper's conv patch embedding and (p, p, C) output order, to float rounding; unconditional and in-context
+    too (TINY has 4 in-context tokens)."""
+    conv = perturb_(tiny(bottleneck_dim=bottleneck_dim))
+    mm = tiny(bottleneck_dim=bottleneck_dim, patch_io="matmul", attn_impl="math")
+    assert set(mm.state_dict()) == set(conv.state_dict())
+    mm.load_state_dict(conv.state_dict())
+    z, t, y = inputs(conv)
+    out, ref = mm(z, t, y), conv(z, t, y)
+    assert ref.abs().max() > 0.1                       # the perturbed output layers are not hiding anything
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    out.square().mean().backward()
+    ref.square().mean().backward()
+    for (name, p), q in zip(mm.named_parameters(), conv.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_patchify_cpq_round_trips_and_matches_the_conv_weight_order():
+    from manifold_lab.nets.layers import patchify_cpq, unpatchify_cpq
+    x = torch.randn(2, 3, 8, 12)
+    tokens = patchify_cpq(x, 4)
+    assert tokens.shape == (2, 6, 48)
+    torch.testing.assert_close(tokens[1, 3], x[1, :, 4:8, 0:4].flatten())   # patch (row 1, col 0), (C, p, p)
+    torch.testing.assert_close(tokens[1, 5], x[1, :, 4:8, 8:12].flatten())  # raster order: (row 1, col 2)
+    with pytest.raises(ConfigError, match="patch_io.*'conv', 'matmul'|patch_io"):
+        tiny(patch_io="pixels")
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(unpatchify_cpq(patchify_cpq(x, 4), 4, 3), x, rtol=0, atol=0)
+
+
 # ---- torch.compile -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
 def test_compile_blocks_matches_eager_on_cpu(backend):

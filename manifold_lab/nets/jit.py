@@ -11,6 +11,12 @@ Forward pass (paper §3 / reference §1.2):
       (y_emb + a learned per-slot embedding; RoPE leaves them unrotated; no sin-cos embedding)
   drop the in-context tokens, final adaLN layer, Linear D -> p*p*C, unpatchify (channel-last in a patch)
 
+``patch_io="matmul"`` (the small studies' compiled CPU runs) computes the same function with the same
+parameters in another memory layout: the patch embedding as patchify + matmul, the output Linear's rows
+taken in channel-major (C, p, p) order so that unpatchify moves runs of p contiguous pixels. Measured on an
+AVX2 CPU (width 64, 16 tokens of 192-d, batch 128, fp32 compiled, with ``attn_impl="math"``): 77 -> 62 ms
+a training step; inductor otherwise stores z channels-last for the conv and vectorises the loss over C = 3.
+
 Classification loss (the paper's Table 11, off by default): with ``cls_head_after = k`` > 0 a global-average-
 pool + Linear(D, num_classes) head reads the image tokens after block k (the paper: 4 for B, 8 for L) and
 ``forward(..., return_cls=True)`` also returns its logits (B, num_classes); the Denoiser adds
@@ -30,12 +36,14 @@ from __future__ import annotations
 import inspect
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from manifold_lab.checks import ConfigError, check_choice, check_keys, check_positive
 from manifold_lab.nets.layers import (
     ATTN_IMPLS,
     MLP_KINDS,
+    PATCH_IO,
     Attention,
     BottleneckPatchEmbed,
     GeluMLP,
@@ -47,6 +55,7 @@ from manifold_lab.nets.layers import (
     modulate,
     sincos_pos_embed_2d,
     swiglu_hidden,
+    unpatchify_cpq,
     zero_,
 )
 from manifold_lab.nets.rope import rope_tables
@@ -84,9 +93,14 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, N, D) tokens, c: (B, D). rows: the output Linear's rows in the order to emit (None: as
+        stored, (p, p, C) per patch). Returns (B, N, p*p*C)."""
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        h = modulate(self.norm_final(x), shift, scale)
+        if rows is None:
+            return self.linear(h)
+        return F.linear(h, self.linear.weight[rows], self.linear.bias[rows])
 
 
 def _check_rate(name: str, value: float) -> None:
@@ -102,7 +116,8 @@ class JiT(nn.Module):
     before block in_context_start. mlp: "swiglu" (SwiGLU + RMSNorm) or "gelu" (GELU MLP + LayerNorm).
     attn_drop / proj_drop act only in the middle half of the blocks (depth//4 <= i < 3*depth//4).
     attn_impl: "sdpa" (fused) or "math" (explicit fp32 logits). compile: torch.compile each block and
-    the final layer (see :meth:`compile_blocks`).
+    the final layer (see :meth:`compile_blocks`). patch_io: "conv" (the paper's code) or "matmul" (the same
+    function and parameters in a layout a compiler fuses better on the CPU; module docstring).
     """
 
     def __init__(self, *, img_size: int = 256, patch_size: int = 16, in_channels: int = 3,
@@ -111,7 +126,7 @@ class JiT(nn.Module):
                  qk_norm: bool = True, in_context_len: int = 32, in_context_start: int = 4,
                  mlp: str = "swiglu", attn_drop: float = 0.0, proj_drop: float = 0.0,
                  attn_impl: str = "sdpa", compile: bool = False, cls_head_after: int = 0,
-                 cls_weight: float = 0.0):
+                 cls_weight: float = 0.0, patch_io: str = "conv"):
         super().__init__()
         self.config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._validate(**self.config)
@@ -121,7 +136,11 @@ class JiT(nn.Module):
         self.in_context_len, self.in_context_start = in_context_len, in_context_start
         head_dim = hidden_size // num_heads
 
-        self.x_embedder = BottleneckPatchEmbed(patch_size, in_channels, hidden_size, bottleneck_dim)
+        self.x_embedder = BottleneckPatchEmbed(patch_size, in_channels, hidden_size, bottleneck_dim, io=patch_io)
+        self.patch_io = patch_io
+        if patch_io == "matmul":   # the output Linear's rows, (p, p, C) per patch as stored, read (C, p, p)
+            rows = torch.arange(patch_size * patch_size * in_channels).reshape(patch_size, patch_size, in_channels)
+            self.register_buffer("out_rows_cpq", rows.permute(2, 0, 1).flatten(), persistent=False)
         # fixed (requires_grad=False in the paper's code); a persistent buffer so checkpoints carry it
         self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden_size, self.grid)[None])
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -150,7 +169,8 @@ class JiT(nn.Module):
     @staticmethod
     def _validate(*, img_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
                   num_classes, bottleneck_dim, rope, qk_norm, in_context_len, in_context_start, mlp,
-                  attn_drop, proj_drop, attn_impl, compile, cls_head_after=0, cls_weight=0.0) -> None:
+                  attn_drop, proj_drop, attn_impl, compile, cls_head_after=0, cls_weight=0.0,
+                  patch_io="conv") -> None:
         for name, value in [("img_size", img_size), ("patch_size", patch_size), ("in_channels", in_channels),
                             ("hidden_size", hidden_size), ("depth", depth), ("num_heads", num_heads)]:
             check_positive(name, value, integer=True)
@@ -161,6 +181,7 @@ class JiT(nn.Module):
             check_positive("bottleneck_dim (None = plain patch embedding)", bottleneck_dim, integer=True)
         check_choice("mlp", mlp, MLP_KINDS)
         check_choice("attn_impl", attn_impl, ATTN_IMPLS)
+        check_choice("patch_io", patch_io, PATCH_IO)
         _check_rate("attn_drop", attn_drop)
         _check_rate("proj_drop", proj_drop)
         if img_size % patch_size:
@@ -270,8 +291,11 @@ class JiT(nn.Module):
                 x = torch.cat([tokens.to(x.dtype), x], dim=1)
                 prefix = self.in_context_len
             x = block(x, c_t if i < self.cls_head_after else c, self._rope(prefix))   # no y before the head
-        x = self.final_layer(x[:, prefix:], c)
-        out = self.unpatchify(x).to(z.dtype)
+        if self.patch_io == "matmul":
+            x = self.final_layer(x[:, prefix:], c, rows=self.out_rows_cpq)
+            out = unpatchify_cpq(x, self.patch_size, self.in_channels).to(z.dtype)
+        else:
+            out = self.unpatchify(self.final_layer(x[:, prefix:], c)).to(z.dtype)
         return (out, logits) if return_cls else out
 
 

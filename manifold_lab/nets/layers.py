@@ -18,6 +18,7 @@ from manifold_lab.nets.rope import apply_rope
 
 ATTN_IMPLS = ("sdpa", "math")
 MLP_KINDS = ("swiglu", "gelu")
+PATCH_IO = ("conv", "matmul")
 
 
 def timestep_features(t: torch.Tensor, dim: int = 64, max_period: float = 10000.0) -> torch.Tensor:
@@ -193,11 +194,19 @@ class BottleneckPatchEmbed(nn.Module):
 
     ``bottleneck_dim=None`` gives the plain patch embedding: one p x p stride-p conv C -> D with bias
     (a Linear(C p^2, D) on each patch). Both forms are linear maps of each patch.
+
+    ``io="matmul"`` computes the same maps as matmuls on channel-major patch vectors (:func:`patchify_cpq`,
+    each patch flattened (C, p, p), the order of a conv weight's flattened input), with the convs' own
+    weights: same parameters and state_dict, same function, other float rounding. A compiler fuses that
+    layout well on the CPU (no channels-last copy of z for the conv; see :class:`manifold_lab.nets.jit.JiT`).
     """
 
-    def __init__(self, patch_size: int, in_channels: int, dim: int, bottleneck_dim: int | None):
+    def __init__(self, patch_size: int, in_channels: int, dim: int, bottleneck_dim: int | None,
+                 io: str = "conv"):
         super().__init__()
         p = patch_size
+        self.patch_size = p
+        self.io = check_choice("patch_io", io, PATCH_IO)
         if bottleneck_dim is None:
             self.proj1 = nn.Conv2d(in_channels, dim, p, stride=p, bias=True)
             self.proj2 = nn.Identity()
@@ -206,6 +215,11 @@ class BottleneckPatchEmbed(nn.Module):
             self.proj2 = nn.Conv2d(bottleneck_dim, dim, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.io == "matmul":
+            out = F.linear(patchify_cpq(x, self.patch_size), self.proj1.weight.flatten(1), self.proj1.bias)
+            if isinstance(self.proj2, nn.Conv2d):
+                out = F.linear(out, self.proj2.weight.flatten(1), self.proj2.bias)
+            return out
         return self.proj2(self.proj1(x)).flatten(2).transpose(1, 2)
 
     def reset_parameters(self) -> None:
@@ -215,6 +229,22 @@ class BottleneckPatchEmbed(nn.Module):
                 nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
                 if conv.bias is not None:
                     nn.init.zeros_(conv.bias)
+
+
+def patchify_cpq(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C*p*p): patches in raster order, each flattened channel-major (C, p, p)."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(b, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify_cpq(x: torch.Tensor, p: int, c: int) -> torch.Tensor:
+    """(B, N, C*p*p) channel-major patch vectors in raster order (N a square) -> (B, C, H, W);
+    the inverse of :func:`patchify_cpq`."""
+    b, n, _ = x.shape
+    g = math.isqrt(n)
+    x = x.reshape(b, g, g, c, p, p)
+    return torch.einsum("bhwcpq->bchpwq", x).reshape(b, c, g * p, g * p)
 
 
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
@@ -252,5 +282,5 @@ def zero_(module: nn.Module) -> None:
 
 
 __all__ = ["timestep_features", "RMSNorm", "SwiGLU", "GeluMLP", "Attention", "attention_math", "TimestepEmbedder",
-           "LabelEmbedder", "BottleneckPatchEmbed", "sincos_pos_embed_2d", "modulate", "make_norm",
-           "swiglu_hidden", "init_linear_", "zero_"]
+           "LabelEmbedder", "BottleneckPatchEmbed", "patchify_cpq", "unpatchify_cpq", "sincos_pos_embed_2d",
+           "modulate", "make_norm", "swiglu_hidden", "init_linear_", "zero_"]

@@ -192,9 +192,10 @@ def _own_run(study_dir: Path, run_id: str) -> dict | None:
 FAST_GAIN = {"toy": 1.5, "image": 2.0}
 # compile alone (fp32: a CPU without native bf16), measured the same way on an AMD EPYC with AVX2 (2026-12-07):
 # toy_fig2's 12 points 460 s summed in fp32 (the mean of two runs) and 429 s compiled (warm cache), 1.07x, the
-# study's wall 245 -> 227 s, 1.08x; image_pred_loss's 6 points at patch 8 with the v- and x-loss (seed 0) 1161 s ->
-# 804 s, 1.44x, but the fp32 run's first two points also trained the fd_feat net (about 150 s): 1.26x without it
-COMPILE_GAIN = {"toy": 1.08, "image": 1.25}
+# study's wall 245 -> 227 s, 1.08x; image_pred_loss's 6 points at patch 8 with the v- and x-loss (seed 0), the
+# JiT in its compiled CPU layout (image_study.compiled_cpu_layout), 1075 s -> 726 s, 1.48x, the study's wall
+# 542 -> 366 s (both with the fd_feat net already cached; before that layout 843 s, 1.28x)
+COMPILE_GAIN = {"toy": 1.08, "image": 1.48}
 
 
 def _cpu_mode(params: dict) -> str:

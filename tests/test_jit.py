@@ -285,7 +285,7 @@ def test_matmul_patch_io_is_the_same_function_with_the_same_parameters(bottlenec
 
 
 def test_patchify_cpq_round_trips_and_matches_the_conv_weight_order():
-    from manifold_lab.nets.layers import patchify_cpq, unpatchify_cpq
+    from manifold_lab.nets.layers import patchify_cpq
     x = torch.randn(2, 3, 8, 12)
     tokens = patchify_cpq(x, 4)
     assert tokens.shape == (2, 6, 48)
@@ -293,8 +293,8 @@ def test_patchify_cpq_round_trips_and_matches_the_conv_weight_order():
     torch.testing.assert_close(tokens[1, 5], x[1, :, 4:8, 8:12].flatten())  # raster order: (row 1, col 2)
     with pytest.raises(ConfigError, match="unknown patch_io 'pixels'; allowed: conv, matmul"):
         tiny(patch_io="pixels")
-    x = torch.randn(2, 3, 8, 8)
-    torch.testing.assert_close(unpatchify_cpq(patchify_cpq(x, 4), 4, 3), x, rtol=0, atol=0)
+    x = torch.randn(2, 3, 8, 8)                        # TINY: 8 px, patch 2; its unpatchify inverts patchify_cpq
+    torch.testing.assert_close(tiny(patch_io="matmul").unpatchify(patchify_cpq(x, 2)), x, rtol=0, atol=0)
 
 
 # ---- torch.compile -----------------------------------------------------------------------------------

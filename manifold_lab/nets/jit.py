@@ -55,7 +55,6 @@ from manifold_lab.nets.layers import (
     modulate,
     sincos_pos_embed_2d,
     swiglu_hidden,
-    unpatchify_cpq,
     zero_,
 )
 from manifold_lab.nets.rope import rope_tables
@@ -138,9 +137,11 @@ class JiT(nn.Module):
 
         self.x_embedder = BottleneckPatchEmbed(patch_size, in_channels, hidden_size, bottleneck_dim, io=patch_io)
         self.patch_io = patch_io
-        if patch_io == "matmul":   # the output Linear's rows, (p, p, C) per patch as stored, read (C, p, p)
+        rows = None                # "matmul": the output Linear's rows, (p, p, C) per patch as stored, read (C, p, p)
+        if patch_io == "matmul":
             rows = torch.arange(patch_size * patch_size * in_channels).reshape(patch_size, patch_size, in_channels)
-            self.register_buffer("out_rows_cpq", rows.permute(2, 0, 1).flatten(), persistent=False)
+            rows = rows.permute(2, 0, 1).flatten()
+        self.register_buffer("out_rows_cpq", rows, persistent=False)
         # fixed (requires_grad=False in the paper's code); a persistent buffer so checkpoints carry it
         self.register_buffer("pos_embed", sincos_pos_embed_2d(hidden_size, self.grid)[None])
         self.t_embedder = TimestepEmbedder(hidden_size)
@@ -251,8 +252,11 @@ class JiT(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, p*p*C) tokens, each laid out (p, p, C), raster order -> (B, C, H, W)."""
+        """(B, N, p*p*C) tokens, each laid out (p, p, C) (``patch_io="matmul"``: (C, p, p)), raster order
+        -> (B, C, H, W)."""
         b, g, p, c = x.shape[0], self.grid, self.patch_size, self.in_channels
+        if self.patch_io == "matmul":
+            return torch.einsum("bhwcpq->bchpwq", x.reshape(b, g, g, c, p, p)).reshape(b, c, g * p, g * p)
         x = x.reshape(b, g, g, p, p, c)
         return torch.einsum("bhwpqc->bchpwq", x).reshape(b, c, g * p, g * p)
 
@@ -291,11 +295,8 @@ class JiT(nn.Module):
                 x = torch.cat([tokens.to(x.dtype), x], dim=1)
                 prefix = self.in_context_len
             x = block(x, c_t if i < self.cls_head_after else c, self._rope(prefix))   # no y before the head
-        if self.patch_io == "matmul":
-            x = self.final_layer(x[:, prefix:], c, rows=self.out_rows_cpq)
-            out = unpatchify_cpq(x, self.patch_size, self.in_channels).to(z.dtype)
-        else:
-            out = self.unpatchify(self.final_layer(x[:, prefix:], c)).to(z.dtype)
+        x = self.final_layer(x[:, prefix:], c, rows=self.out_rows_cpq)
+        out = self.unpatchify(x).to(z.dtype)
         return (out, logits) if return_cls else out
 
 

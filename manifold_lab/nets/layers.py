@@ -238,15 +238,6 @@ def patchify_cpq(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, (h // p) * (w // p), c * p * p)
 
 
-def unpatchify_cpq(x: torch.Tensor, p: int, c: int) -> torch.Tensor:
-    """(B, N, C*p*p) channel-major patch vectors in raster order (N a square) -> (B, C, H, W);
-    the inverse of :func:`patchify_cpq`."""
-    b, n, _ = x.shape
-    g = math.isqrt(n)
-    x = x.reshape(b, g, g, c, p, p)
-    return torch.einsum("bhwcpq->bchpwq", x).reshape(b, c, g * p, g * p)
-
-
 def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
     """Fixed MAE/DiT 2-D sin-cos position embedding: (grid*grid, dim), tokens in raster order (row outer).
 
@@ -282,5 +273,5 @@ def zero_(module: nn.Module) -> None:
 
 
 __all__ = ["timestep_features", "RMSNorm", "SwiGLU", "GeluMLP", "Attention", "attention_math", "TimestepEmbedder",
-           "LabelEmbedder", "BottleneckPatchEmbed", "patchify_cpq", "unpatchify_cpq", "sincos_pos_embed_2d",
+           "LabelEmbedder", "BottleneckPatchEmbed", "patchify_cpq", "sincos_pos_embed_2d",
            "modulate", "make_norm", "swiglu_hidden", "init_linear_", "zero_"]

@@ -106,11 +106,11 @@ def save_figure(path, fig, dpi: int = 130) -> Path:
     return out
 
 
-CACHE_KINDS = ("real_images", "features", "fid_refs")
+CACHE_KINDS = ("real_images", "features", "pixel_pca", "fid_refs")
 
 
 def cache_dir(kind: str) -> Path:
-    """The cache folder of one ``kind`` of prepared file (real_images, features, fid_refs):
+    """The cache folder of one ``kind`` of prepared file (real_images, features, pixel_pca, fid_refs):
     ``$MANIFOLD_LAB_CACHE/<kind>``, default ``~/.cache/manifold_lab/<kind>``. Not created here."""
     if kind not in CACHE_KINDS:
         raise ValueError(f"cache kind {kind!r} is not one of {', '.join(CACHE_KINDS)}")

@@ -14,7 +14,7 @@ from manifold_lab.checks import ConfigError
 from manifold_lab.data.real_images import make_image_set
 from manifold_lab.image_study import ImageConfig, make_net, run_image_point
 from manifold_lab.metrics.features import FEATURE_DIM, load_feature_net, rotate_batch
-from manifold_lab.metrics.images import ImageMetric, PixelPCA, frechet_distance
+from manifold_lab.metrics.images import ImageMetric, PixelPCA, frechet_distance, pixel_pca
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,21 @@ def test_frechet_distance_matches_the_gaussian_closed_form():
 
 def test_pixel_pca_keeps_at_most_64_components():
     ref = torch.randn(100, 3, 8, 8)
-    assert PixelPCA(ref)(torch.randn(5, 3, 8, 8)).shape == (5, 64)
-    assert PixelPCA(torch.randn(100, 3, 2, 2))(torch.randn(5, 3, 2, 2)).shape == (5, 12)
+    assert PixelPCA.fit(ref)(torch.randn(5, 3, 8, 8)).shape == (5, 64)
+    assert PixelPCA.fit(torch.randn(100, 3, 2, 2))(torch.randn(5, 3, 2, 2)).shape == (5, 12)
+
+
+def test_pixel_pca_is_fitted_once_per_reference_set(tmp_cache):
+    ref, other = torch.randn(100, 3, 8, 8), torch.randn(100, 3, 8, 8)
+    first = pixel_pca(ref)
+    assert len(list((tmp_cache / "pixel_pca").glob("*.npz"))) == 1
+    again, fit = pixel_pca(ref.clone()), PixelPCA.fit(ref)
+    x = torch.randn(5, 3, 8, 8)
+    assert np.array_equal(first(x), again(x)) and np.array_equal(again(x), fit(x))   # read back to the bit
+    assert torch.equal(again.components, fit.components) and again.components.shape == (192, 64)
+    pixel_pca(other)
+    pixel_pca(ref, k=8)
+    assert len(list((tmp_cache / "pixel_pca").glob("*.npz"))) == 3     # another set, another k: other files
 
 
 def test_rotate_batch_turns_each_image_by_its_own_count():

@@ -156,3 +156,31 @@ def test_the_walk_sees_lazy_imports_cycles_and_upward_imports(tmp_path):
 @pytest.mark.parametrize("module", ["manifold_lab.train.checkpoint", "manifold_lab.nets.layers"])
 def test_known_modules_are_walked(module):
     assert module in import_graph()
+
+
+def test_a_runs_own_figures_need_no_seaborn(tmp_path):
+    """What a study point's kernel imports to train and draw its own figures leaves seaborn (about 1.3 s with
+    scipy.stats, once per point) to the study's figures, which import it where they draw with it."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import numpy as np
+import matplotlib
+matplotlib.use("Agg")
+import manifold_lab.toy, manifold_lab.image_study, manifold_lab.memorisation
+from manifold_lab.plots.images import save_image_grid
+from manifold_lab.plots.memorisation import plot_memorisation_point
+from manifold_lab.plots.toy import plot_toy_samples
+from manifold_lab.plots.style import theme
+plot_toy_samples(np.zeros((5, 2)), np.ones((5, 2)), "t")
+save_image_grid(sys.argv[1], np.zeros((2, 3, 4, 4), np.uint8))
+assert "seaborn" not in sys.modules, "seaborn imported"
+with theme("whitegrid"):
+    pass
+assert "seaborn" in sys.modules   # the study figures' theme does import it
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "grid.png")],
+                          capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]

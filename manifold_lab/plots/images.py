@@ -11,7 +11,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from manifold_lab import io
 from manifold_lab.plots import finish_grid, register
@@ -219,6 +218,8 @@ def fig_image_samples(summary: pd.DataFrame, study_dir: Path, n: int = 16):
 def fig_image_pred_loss_table(summary: pd.DataFrame, study_dir: Path, metric: str = "fd_feat"):
     """Table 2 as heatmaps, one per token dimension: rows loss space, columns target; mean over seeds
     with the (min-max) seed range, log colour scale."""
+    import seaborn as sns
+
     runs = _wide(_with_token_dim(summary))
     dims = sorted(runs["token_dim"].unique(), reverse=True)
     fig, axes = plt.subplots(1, len(dims), figsize=(4.2 * len(dims), 3.3), squeeze=False)

@@ -6,7 +6,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
 from manifold_lab import io
 from manifold_lab.plots import register
@@ -78,6 +77,8 @@ def fig_toy_grid(summary: pd.DataFrame, study_dir: Path):
 @theme("whitegrid")
 def _metric_vs(summary: pd.DataFrame, x: str, metrics=("nn_dist", "off_manifold", "energy_distance"),
                hue: str = "pred"):
+    import seaborn as sns
+
     df = summary[summary["metric"].isin(metrics)].copy()
     df["value"] = df["value"].astype(float).clip(lower=1e-5, upper=1e6)  # D = d gives exact zeros
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
@@ -105,6 +106,8 @@ def fig_metric_vs_D(summary: pd.DataFrame, study_dir: Path):
 @register("pred_loss_heatmap")
 def fig_pred_loss_heatmap(summary: pd.DataFrame, study_dir: Path, metric: str = "nn_dist"):
     """One heatmap per D: rows loss space, columns prediction target, cells the mean metric (log colour)."""
+    import seaborn as sns
+
     df = summary[summary["metric"] == metric].copy()
     df["value"] = df["value"].astype(float)
     Ds = sorted(df["D"].unique())
@@ -170,6 +173,8 @@ def fig_skip_ratio(summary: pd.DataFrame, study_dir: Path):
 @theme("whitegrid", 0.9)
 def fig_scale_vs_D(summary: pd.DataFrame, study_dir: Path, metric: str = "nn_dist"):
     """nn_dist (in units of the data's RMS) against D, one panel per target, one line per data scale s."""
+    import seaborn as sns
+
     df = summary[summary["metric"] == metric].copy()
     df["value"] = df["value"].astype(float).clip(lower=1e-5, upper=1e6)
     preds = [p for p in PRED_ORDER if p in set(df["pred"])]

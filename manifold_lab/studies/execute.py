@@ -47,7 +47,8 @@ def _papermill(notebook: Path, partial: Path, params: dict, threads: int, run_id
     papermill.execute_notebook(str(notebook), str(partial / "notebook.ipynb"),
                                parameters={**params, "out_dir": str(partial.resolve()), "threads": threads},
                                kernel_name="python3", progress_bar=False, cwd=str(Path.cwd()),
-                               kernel_manager_class=for_point(run_id, gpu))   # quiet (IPC), stoppable, its GPU
+                               kernel_manager_class=for_point(run_id, gpu),   # quiet (IPC), stoppable, its GPU
+                               shutdown_kernel="immediate")   # see kernels.py: what a point wrote is written
     return time.perf_counter() - start
 
 

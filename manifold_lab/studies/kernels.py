@@ -10,6 +10,12 @@ papermill starts one ipykernel per point through this manager (``kernel_manager_
   executed ``notebook.ipynb``) and the point's ``error.json``.
 * **Stoppable.** Once started, the kernel's process (group) is recorded for its point in
   :mod:`manifold_lab.studies.interrupt`, which terminates it on the first Ctrl-C and kills it on the second.
+* **Stopped at once when its notebook is done** (papermill's ``shutdown_kernel="immediate"``, set by
+  :func:`manifold_lab.studies.execute.run_point`): by then every cell has run, its outputs are in the
+  executed notebook and the run's files are written (atomically, inside the cells), so nothing is left for
+  a clean exit to do. A clean exit of a kernel that has imported torch takes about 1.2 s, spent tearing
+  down the interpreter's modules (measured: a point's kernel is gone 0.1 s after its last cell instead of
+  1.3 s), once per point.
 """
 from __future__ import annotations
 

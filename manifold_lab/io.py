@@ -143,6 +143,21 @@ def build_lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def cached_npz(path, build: Callable[[], dict]) -> dict:
+    """The arrays of the ``.npz`` cache file ``path`` ({name: array}), or ``build()``'s, saved there first
+    (atomically, under :func:`build_lock`, so that of several processes the first builds and the others read)."""
+    import numpy as np
+
+    path = Path(path)
+    with build_lock(path):
+        if path.is_file():
+            with np.load(path) as f:
+                return {name: f[name] for name in f.files}
+        arrays = build()
+        save_npz(path, **arrays)
+    return arrays
+
+
 # ---- outputs checked before any work -------------------------------------------------------------------
 def _unwritable(folder: Path) -> str | None:
     """Why files cannot be created in the existing folder ``folder`` (None if they can)."""

@@ -29,8 +29,8 @@ import torch
 
 from manifold_lab.checks import ConfigError, check_positive
 from manifold_lab.data.imagefolder import list_images, load_image, to_model_range
-from manifold_lab.io import build_lock, save_npz
 from manifold_lab.io import cache_dir as io_cache_dir
+from manifold_lab.io import cached_npz
 
 # name -> (file inside skimage/data, licence note as scikit-image states it)
 PHOTOS: dict[str, tuple[str, str]] = {
@@ -102,13 +102,8 @@ def make_crops(photos: dict[str, np.ndarray], n: int, img_size: int, seed: int, 
 def shipped_crops(n: int = 20000, img_size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The cached shipped set: (images uint8 (n, 3, img_size, img_size), source index (n,)). Made on first call."""
     path = cache_dir() / f"skimage-photos-v{CROP_VERSION}-n{n}-px{img_size}-seed{seed}.npz"
-    with build_lock(path):
-        if path.is_file():
-            with np.load(path) as f:
-                return f["images"], f["source"]
-        images, source = make_crops(load_photos(), n, img_size, seed)
-        save_npz(path, images=images, source=source)
-    return images, source
+    arrays = cached_npz(path, lambda: dict(zip(("images", "source"), make_crops(load_photos(), n, img_size, seed))))
+    return arrays["images"], arrays["source"]
 
 
 def load_image_folder(path, img_size: int, *, max_images: int | None = None) -> np.ndarray:

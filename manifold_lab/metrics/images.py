@@ -26,7 +26,7 @@ from scipy import linalg
 
 from manifold_lab.data.imagefolder import to_model_range
 from manifold_lab.data.real_images import ImageSet
-from manifold_lab.io import build_lock, cache_dir, save_npz
+from manifold_lab.io import cache_dir, cached_npz
 
 PIX_COMPONENTS = 64
 
@@ -84,15 +84,13 @@ def pixel_pca(ref: torch.Tensor, k: int = PIX_COMPONENTS) -> PixelPCA:
     x = ref.detach().reshape(len(ref), -1).cpu().contiguous()
     key = hashlib.sha1(x.numpy().tobytes() + repr((tuple(ref.shape), str(x.dtype), k)).encode()).hexdigest()[:16]
     path = cache_dir("pixel_pca") / f"pca-v{PCA_VERSION}-{key}-k{k}.npz"
-    with build_lock(path):
-        if path.is_file():
-            with np.load(path) as f:
-                mean, components = torch.from_numpy(f["mean"]), torch.from_numpy(f["components"])
-        else:
-            fit = PixelPCA.fit(x, k)
-            mean, components = fit.mean, fit.components
-            save_npz(path, mean=mean.numpy(), components=components.numpy())
-    return PixelPCA(mean.to(ref.device), components.to(ref.device))
+
+    def fit() -> dict:
+        pca = PixelPCA.fit(x, k)
+        return {"mean": pca.mean.numpy(), "components": pca.components.numpy()}
+
+    arrays = {name: torch.from_numpy(a).to(ref.device) for name, a in cached_npz(path, fit).items()}
+    return PixelPCA(arrays["mean"], arrays["components"])
 
 
 class ImageMetric:
